@@ -1,0 +1,219 @@
+"""One configuration model for every entry point.
+
+`RecsysConfig` is built once where a process starts (CLI, Ray job, Serve builder,
+actor constructor) from, in rising priority: a YAML file, `RECSYS_*` environment
+variables (`RECSYS_STORAGE_ROOT` sets `storage.root`, `RECSYS_API_KEYS` sets
+`api.keys`), and explicit overrides such as command-line flags. It is then passed
+down as a frozen value; nothing reads settings from module globals.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from recsys_ray.schemas import INTERACTION_TYPES
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(Section):
+    """Where data lives: a local path or `s3://bucket/prefix` (MinIO and other
+    S3-compatible stores through `endpoint_url` or `AWS_ENDPOINT_URL`)."""
+
+    root: str = "./recsys-data"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+
+
+class ValidationConfig(Section):
+    """Limits every ingested row is checked against (HTTP, Kafka and batch alike)."""
+
+    min_timestamp: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    max_timestamp: datetime | None = Field(
+        default=None, description="Latest accepted event time; default now + max_future"
+    )
+    max_future: timedelta = timedelta(days=1)
+    max_id_length: int = Field(default=128, ge=1, le=4096)
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+
+    @field_validator("min_timestamp", "max_timestamp")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+    def time_range(self) -> tuple[datetime, datetime]:
+        """The accepted [min, max] event-time window, resolved now."""
+        upper = self.max_timestamp or datetime.now(timezone.utc) + self.max_future
+        return self.min_timestamp, upper
+
+
+class BuildConfig(Section):
+    """Options of one training-data build; all of them land in the manifest."""
+
+    interactions: list[str] = Field(default_factory=list)
+    items: list[str] = Field(default_factory=list)
+    tenant: str | None = None
+    out: str | None = None
+    version: str | None = None
+    seed: int = 42
+    negatives: int = Field(default=4, ge=0, le=1000)
+    sampling: Literal["uniform", "popularity"] = "uniform"
+    popularity_alpha: float = Field(default=0.75, ge=0.0, le=4.0)
+    positive_types: tuple[str, ...] = ("click", "like", "add_to_cart", "purchase")
+    split_strategy: Literal["time", "leave_last_out"] = "time"
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    cutoff: datetime | None = None
+    parallelism: int | None = Field(default=None, ge=1)
+    shards: int | None = Field(default=None, ge=1)
+    rows_per_shard: int = Field(default=1_000_000, ge=1)
+
+    @field_validator("interactions", "items", mode="before")
+    @classmethod
+    def _split_uris(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
+
+    @field_validator("positive_types", mode="before")
+    @classmethod
+    def _positive_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = tuple(str(v).lower() for v in value)
+        unknown = sorted(set(value) - set(INTERACTION_TYPES))
+        if unknown:
+            raise ValueError(f"unknown interaction types {unknown}; known: {list(INTERACTION_TYPES)}")
+        if not value:
+            raise ValueError("at least one positive interaction type is required")
+        return value
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class ApiConfig(Section):
+    """HTTP ingestion: tenants' API keys and request limits."""
+
+    keys: SecretStr | None = Field(
+        default=None, description="Comma-separated tenant:key pairs (RECSYS_API_KEYS)"
+    )
+    keys_file: str | None = Field(
+        default=None, description="File of tenant:sha256(key) lines, e.g. a mounted Secret"
+    )
+    max_rows_per_request: int = Field(default=10_000, ge=1)
+    max_upload_bytes: int = Field(default=1 << 30, ge=1)
+
+
+class KafkaConfig(Section):
+    """Kafka connection and consumer behaviour; unset bootstrap servers mean no Kafka."""
+
+    bootstrap_servers: str | None = None
+    topics: tuple[str, ...] = ("recsys.interactions",)
+    group_id: str = "recsys-ray"
+    default_tenant: str | None = None
+    topic_tenants: dict[str, str] = Field(default_factory=dict)
+    topic_datasets: dict[str, str] = Field(default_factory=dict)
+    events_topic: str = "recsys.uploads"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    max_batch_records: int = Field(default=50_000, ge=1)
+    max_batch_seconds: float = Field(default=5.0, gt=0)
+    max_unreachable_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+class RecsysConfig(BaseSettings):
+    """The configuration root: one instance per process, passed down explicitly."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix="RECSYS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        nested_model_default_partial_update=True,
+    )
+
+    storage: StorageConfig = StorageConfig()
+    validation: ValidationConfig = ValidationConfig()
+    build: BuildConfig = BuildConfig()
+    api: ApiConfig = ApiConfig()
+    kafka: KafkaConfig = KafkaConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @model_validator(mode="after")
+    def _storage_endpoint_from_env(self) -> "RecsysConfig":
+        if self.storage.endpoint_url is None and os.environ.get("AWS_ENDPOINT_URL"):
+            storage = self.storage.model_copy(update={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+            object.__setattr__(self, "storage", storage)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> "RecsysConfig":
+        """Build the config from an optional YAML file, the environment and overrides.
+
+        Overrides are nested dicts (`{"build": {"seed": 7}}`); `None` values are
+        ignored so unset command-line flags keep the file's or the default value.
+        """
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"config file {path} must hold a mapping at the top level")
+            data = loaded
+        from_env = cls().model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(data, from_env), _drop_none(overrides))
+        return cls.model_validate(merged)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

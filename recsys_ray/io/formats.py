@@ -1,0 +1,234 @@
+"""How records are encoded: decoding uploads and files into Arrow tables, and
+encoding landed tables as Parquet.
+
+One decoder serves HTTP uploads, the batch build's CSV/JSON inputs and Kafka
+messages. File-level problems (binary garbage, truncated JSON, invalid UTF-8)
+raise `InputError` with a code and message fit for an HTTP 4xx body; row-level
+problems are left to `recsys_ray.validation`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from recsys_ray import schemas
+
+Format = Literal["csv", "json", "ndjson", "parquet"]
+FORMATS: tuple[str, ...] = ("csv", "json", "ndjson", "parquet")
+
+CONTENT_TYPES: dict[str, Format] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/jsonlines": "ndjson",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+}
+EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".json": "json",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+PARQUET_MAGIC = b"PAR1"
+
+
+class InputError(ValueError):
+    """A whole input is unusable; `code` and `details` go into the error body."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def format_from_content_type(content_type: str | None) -> Format | None:
+    if not content_type:
+        return None
+    return CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
+
+
+def format_from_path(path: str) -> Format | None:
+    lower = path.lower()
+    for ext, fmt in EXTENSIONS.items():
+        if lower.endswith(ext):
+            return fmt
+    return None
+
+
+def _string_columns(dataset: str | None) -> dict[str, pa.DataType]:
+    """CSV columns read as text so validation sees the original values."""
+    names = set(schemas.INTERACTIONS.names) | set(schemas.ITEMS.names)
+    if dataset is not None:
+        names = set(schemas.schema_for(dataset).names)
+    return {name: pa.string() for name in names}
+
+
+def decode(data: bytes | memoryview, fmt: Format, dataset: str | None = None) -> pa.Table:
+    """Decode a whole upload or file of format `fmt` into a table."""
+    if fmt == "parquet":
+        return decode_parquet(data)
+    if fmt == "csv":
+        return decode_csv(data, dataset)
+    if fmt == "json":
+        return decode_json(data, dataset)
+    if fmt == "ndjson":
+        return decode_ndjson(data, dataset)
+    raise InputError("unsupported_format", f"unsupported format {fmt!r}; expected one of {list(FORMATS)}")
+
+
+def decode_parquet(data: bytes | memoryview) -> pa.Table:
+    if len(data) < 12 or bytes(data[:4]) != PARQUET_MAGIC or bytes(data[-4:]) != PARQUET_MAGIC:
+        raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError("invalid_parquet", f"cannot read Parquet: {exc}") from exc
+
+
+def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
+    if len(data) == 0:
+        raise InputError("empty_body", "CSV input is empty (no header row)")
+    _reject_binary(data, "CSV")
+    try:
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_string_columns(dataset),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
+        raise InputError(code, f"cannot parse CSV: {message}") from exc
+
+
+def decode_ndjson(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
+    if len(bytes(data[:1 << 16]).strip()) == 0 and len(bytes(data).strip()) == 0:
+        return _empty_input_table(dataset)
+    _reject_binary(data, "NDJSON")
+    try:
+        return pajson.read_json(
+            pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=16 << 20)
+        )
+    except pa.ArrowInvalid:
+        pass  # mixed value types or a bad line: the careful path says exactly what is wrong
+    text = _utf8(data)
+    records = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError("invalid_json", f"line {line_no} is not valid JSON: {exc.msg}",
+                             {"line": line_no}) from exc
+        if not isinstance(record, dict):
+            raise InputError("expected_object", f"line {line_no} is not a JSON object",
+                             {"line": line_no})
+        records.append(record)
+    return records_to_table(records, dataset)
+
+
+def decode_json(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
+    """A JSON array of objects (a single JSON object per line is also accepted)."""
+    text = _utf8(data)
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError("empty_body", "JSON input is empty")
+    if stripped[0] == "{":
+        # Several lines of objects: NDJSON sent as application/json.
+        if "\n" in stripped.strip():
+            return decode_ndjson(data, dataset)
+        raise InputError("expected_array", "expected a JSON array of records, got a JSON object")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError("invalid_json", f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}", {"line": exc.lineno, "column": exc.colno}) from exc
+    if not isinstance(payload, list):
+        raise InputError("expected_array", f"expected a JSON array of records, got {type(payload).__name__}")
+    for index, record in enumerate(payload):
+        if not isinstance(record, dict):
+            raise InputError("expected_object", f"element {index} of the array is not a JSON object",
+                             {"row": index})
+    return records_to_table(payload, dataset)
+
+
+def records_to_table(records: Iterable[dict[str, Any]], dataset: str | None = None) -> pa.Table:
+    """Build a table from JSON-like records, keeping contract fields only.
+
+    Where a field holds values of mixed JSON types (a timestamp given as text in
+    one record and as a number in another), the values become text so that the
+    validator judges each one instead of the whole batch failing to convert.
+    """
+    records = list(records)
+    names = list(schemas.schema_for(dataset).names) if dataset else _union_keys(records)
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        if all(v is None for v in values):
+            if any(name in r for r in records):
+                columns[name] = pa.nulls(len(records))
+            continue
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array(
+                [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values],
+                pa.string(),
+            )
+    if not columns:
+        return _empty_input_table(dataset) if not records else pa.table({"_": pa.nulls(len(records))}).drop_columns(["_"])
+    return pa.table(columns)
+
+
+def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
+    """Parquet bytes of `table` (the format landed objects are written in)."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=compression)
+    return sink.getvalue()
+
+
+def _union_keys(records: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def _empty_input_table(dataset: str | None) -> pa.Table:
+    names = schemas.schema_for(dataset).names if dataset else []
+    return pa.table({name: pa.array([], pa.string()) for name in names})
+
+
+def _utf8(data: bytes | memoryview) -> str:
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("invalid_utf8", f"input is not valid UTF-8 (byte offset {exc.start})",
+                         {"offset": exc.start}) from exc
+
+
+def _reject_binary(data: bytes | memoryview, what: str) -> None:
+    head = bytes(data[:4096])
+    if b"\x00" in head or head[:4] == PARQUET_MAGIC:
+        raise InputError("binary_body", f"input looks like binary data, not {what}")

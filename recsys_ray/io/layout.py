@@ -1,0 +1,63 @@
+"""Where records go: the tenant-scoped storage layout.
+
+    {root}/tenants/{tenant}/raw/{interactions|items}/{object}.parquet   landed rows
+    {root}/tenants/{tenant}/quarantine/{dataset}/{object}.parquet        rejected rows
+    {root}/tenants/{tenant}/uploads/{upload_id}.json                     upload reports
+    {root}/tenants/{tenant}/training/{version}/                          dataset versions
+
+Every name that comes from a request, a message or a flag passes `check_name`,
+so no tenant, dataset or object name can climb out of its place.
+"""
+
+from __future__ import annotations
+
+import re
+
+from recsys_ray.io.storage import join
+from recsys_ray.schemas import DATASETS
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,199}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a safe single path segment, else raise ValueError."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid {what} {name!r}: use 1-200 characters of letters, digits, '.', '_', '-', '=' "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def check_dataset(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    return dataset
+
+
+def tenant_root(root: str, tenant: str) -> str:
+    return join(root, "tenants", check_name(tenant, "tenant"))
+
+
+def raw_dir(root: str, tenant: str, dataset: str) -> str:
+    return join(tenant_root(root, tenant), "raw", check_dataset(dataset))
+
+
+def raw_object(root: str, tenant: str, dataset: str, name: str) -> str:
+    return join(raw_dir(root, tenant, dataset), check_name(name, "object name") + ".parquet")
+
+
+def quarantine_dir(root: str, tenant: str, dataset: str) -> str:
+    return join(tenant_root(root, tenant), "quarantine", check_dataset(dataset))
+
+
+def quarantine_object(root: str, tenant: str, dataset: str, name: str) -> str:
+    return join(quarantine_dir(root, tenant, dataset), check_name(name, "object name") + ".parquet")
+
+
+def upload_report(root: str, tenant: str, upload_id: str) -> str:
+    return join(tenant_root(root, tenant), "uploads", check_name(upload_id, "upload id") + ".json")
+
+
+def training_version(root: str, tenant: str, version: str) -> str:
+    return join(tenant_root(root, tenant), "training", check_name(version, "version"))

@@ -1,0 +1,431 @@
+"""Row validation shared by HTTP ingestion, the Kafka consumer and the batch build.
+
+`validate(table, dataset, cfg)` turns any decoded table (CSV strings, JSON
+numbers, Parquet timestamps...) into rows of the canonical schema plus rejected
+rows, each with a reason code and its original values. It is vectorized Arrow
+and NumPy; Python touches only the rejected rows, to keep their original values.
+`deduplicate_events` drops exact duplicates the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ray import hashing, schemas
+from recsys_ray.config import ValidationConfig
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    valid: pa.Table
+    rejected: pa.Table
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return reason_counts(self.rejected)
+
+
+def reason_counts(rejected: pa.Table) -> dict[str, int]:
+    if rejected.num_rows == 0:
+        return {}
+    counts = rejected.group_by("reason").aggregate([("reason", "count")])
+    return dict(zip(counts["reason"].to_pylist(), counts["reason_count"].to_pylist()))
+
+
+_MESSAGES = {
+    "missing_field": "{field} is required and missing or empty",
+    "id_too_long": "{field} is longer than {max_id_length} characters",
+    "unknown_interaction_type": "interaction_type must be one of "
+    + ", ".join(schemas.INTERACTION_TYPES),
+    "bad_timestamp": "timestamp is neither ISO-8601 nor epoch seconds/milliseconds",
+    "timestamp_out_of_range": "timestamp is outside the accepted range {time_range}",
+    "bad_rating": "rating is not a number",
+    "rating_out_of_range": "rating must be between {rating_min:g} and {rating_max:g}",
+    "bad_price": "price is not a number",
+    "price_out_of_range": "price must be >= 0",
+    "bad_payload": "{field} has an unsupported type",
+}
+
+
+class _Checks:
+    """Collects (mask, reason, field) checks; the first failing check names the row's reason."""
+
+    def __init__(self, num_rows: int) -> None:
+        self.num_rows = num_rows
+        self.items: list[tuple[np.ndarray, str, str]] = []
+
+    def add(self, mask: Any, reason: str, field: str) -> None:
+        mask = _to_bool(mask, self.num_rows)
+        if mask.any():
+            self.items.append((mask, reason, field))
+
+    def first_failure(self) -> np.ndarray:
+        """Index into `self.items` of each row's first failure, -1 for valid rows."""
+        code = np.full(self.num_rows, -1, dtype=np.int32)
+        for idx in range(len(self.items) - 1, -1, -1):
+            code[self.items[idx][0]] = idx
+        return code
+
+
+def validate(
+    table: pa.Table,
+    dataset: str,
+    cfg: ValidationConfig,
+    *,
+    source: str | None = None,
+    row_offset: int = 0,
+) -> ValidationResult:
+    """Split `table` into canonical valid rows and quarantine rows for `dataset`."""
+    if dataset == "interactions":
+        return validate_interactions(table, cfg, source=source, row_offset=row_offset)
+    if dataset == "items":
+        return validate_items(table, cfg, source=source, row_offset=row_offset)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def missing_columns(schema: pa.Schema, dataset: str) -> list[str]:
+    """Required columns of `dataset` that `schema` lacks entirely."""
+    return [c for c in schemas.required_columns(dataset) if c not in schema.names]
+
+
+def validate_interactions(
+    table: pa.Table, cfg: ValidationConfig, *, source: str | None = None, row_offset: int = 0
+) -> ValidationResult:
+    n = table.num_rows
+    checks = _Checks(n)
+    user_id = _id_column(table, "user_id", cfg, checks)
+    item_id = _id_column(table, "item_id", cfg, checks)
+
+    itype = _string_column(table, "interaction_type", checks)
+    itype = pc.utf8_lower(pc.utf8_trim_whitespace(itype))
+    itype_missing = _is_missing_string(itype)
+    checks.add(itype_missing, "missing_field", "interaction_type")
+    known = pc.is_in(itype, value_set=pa.array(schemas.INTERACTION_TYPES))
+    checks.add(np.logical_and(~_to_bool(itype_missing, n), ~_to_bool(known, n)),
+               "unknown_interaction_type", "interaction_type")
+
+    ts_raw = table.column("timestamp") if "timestamp" in table.column_names else pa.nulls(n)
+    timestamps, ts_present, ts_parsed, ts_in_range = parse_timestamps(ts_raw, cfg)
+    checks.add(~ts_present, "missing_field", "timestamp")
+    checks.add(ts_present & ~ts_parsed, "bad_timestamp", "timestamp")
+    checks.add(ts_parsed & ~ts_in_range, "timestamp_out_of_range", "timestamp")
+
+    rating = _optional_number(table, "rating", checks, "bad_rating")
+    in_range = pc.and_(pc.greater_equal(rating, cfg.rating_min), pc.less_equal(rating, cfg.rating_max))
+    checks.add(pc.invert(pc.fill_null(in_range, True)), "rating_out_of_range", "rating")
+
+    if "event_id" in table.column_names:
+        event_id = _string_column(table, "event_id", checks)
+        event_id = pc.utf8_trim_whitespace(event_id)
+        event_id = pc.if_else(_is_missing_string(event_id), pa.scalar(None, pa.string()), event_id)
+        checks.add(pc.fill_null(pc.greater(pc.utf8_length(event_id), cfg.max_id_length), False),
+                   "id_too_long", "event_id")
+    else:
+        event_id = pa.nulls(n, pa.string())
+
+    code = checks.first_failure()
+    ok = code < 0
+    valid = pa.table(
+        {
+            "user_id": _take(user_id, ok),
+            "item_id": _take(item_id, ok),
+            "interaction_type": _take(itype, ok),
+            "timestamp": _take(timestamps, ok),
+            "rating": _take(rating, ok),
+            "event_id": _take(event_id, ok),
+        }
+    )
+    valid = valid.set_column(5, "event_id", fill_event_ids(valid))
+    valid = valid.cast(schemas.INTERACTIONS)
+    rejected = _rejected_rows(table, "interactions", checks, code, cfg, source, row_offset)
+    return ValidationResult(valid, rejected)
+
+
+def validate_items(
+    table: pa.Table, cfg: ValidationConfig, *, source: str | None = None, row_offset: int = 0
+) -> ValidationResult:
+    n = table.num_rows
+    checks = _Checks(n)
+    item_id = _id_column(table, "item_id", cfg, checks)
+    title = pc.utf8_trim_whitespace(_string_column(table, "title", checks))
+    checks.add(_is_missing_string(title), "missing_field", "title")
+    optional = {}
+    for name in ("category", "brand", "description"):
+        column = _string_column(table, name, checks) if name in table.column_names else pa.nulls(n, pa.string())
+        column = pc.utf8_trim_whitespace(column)
+        optional[name] = pc.if_else(_is_missing_string(column), pa.scalar(None, pa.string()), column)
+    price = _optional_number(table, "price", checks, "bad_price")
+    checks.add(pc.fill_null(pc.less(price, 0.0), False), "price_out_of_range", "price")
+
+    code = checks.first_failure()
+    ok = code < 0
+    valid = pa.table(
+        {
+            "item_id": _take(item_id, ok),
+            "title": _take(title, ok),
+            "category": _take(optional["category"], ok),
+            "brand": _take(optional["brand"], ok),
+            "price": _take(price, ok),
+            "description": _take(optional["description"], ok),
+        }
+    ).cast(schemas.ITEMS)
+    rejected = _rejected_rows(table, "items", checks, code, cfg, source, row_offset)
+    return ValidationResult(valid, rejected)
+
+
+def fill_event_ids(table: pa.Table) -> pa.Array:
+    """Event ids, deriving the missing ones from (user, item, type, timestamp).
+
+    The derived id is a stable hash, so the same event sent twice without an id
+    gets the same id and is recognised as a duplicate.
+    """
+    event_id = table.column("event_id")
+    missing = pc.is_null(event_id)
+    if table.num_rows == 0 or not pc.any(missing).as_py():
+        return event_id
+    ts_us = pc.cast(pc.cast(table.column("timestamp"), pa.timestamp("us")), pa.int64())
+    key = pc.binary_join_element_wise(
+        table.column("user_id"),
+        table.column("item_id"),
+        table.column("interaction_type"),
+        pc.cast(ts_us, pa.string()),
+        "\x1f",
+    )
+    derived = pa.array(np.char.add("h", hashing.to_hex(hashing.hash_strings(key))), pa.string())
+    return pc.if_else(missing, derived, event_id)
+
+
+def deduplicate_events(table: pa.Table) -> tuple[pa.Table, int]:
+    """Drop repeated events: one row per `event_id` (derived ids cover exact repeats).
+
+    The kept row is chosen by a total order over the row's values, never by its
+    position, so the result does not depend on how the input was split.
+    Returns the unique rows (sorted by event_id) and the number dropped.
+    """
+    if table.num_rows < 2:
+        return table, 0
+    order = pc.sort_indices(
+        table,
+        sort_keys=[
+            ("event_id", "ascending"),
+            ("timestamp", "ascending"),
+            ("user_id", "ascending"),
+            ("item_id", "ascending"),
+            ("interaction_type", "ascending"),
+            ("rating", "ascending"),
+        ],
+    )
+    ordered = table.take(order)
+    ids = ordered.column("event_id").combine_chunks()
+    repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    keep = np.concatenate([[True], ~repeated.to_numpy(zero_copy_only=False)])
+    dropped = int((~keep).sum())
+    return (ordered.filter(keep) if dropped else ordered), dropped
+
+
+def parse_timestamps(
+    column: pa.Array | pa.ChunkedArray, cfg: ValidationConfig
+) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse event times given as timestamps, ISO-8601 strings or epoch s/ms numbers.
+
+    Returns (UTC microsecond timestamps, present mask, parsed mask, in-range mask).
+    Epoch values below 1e11 are seconds, larger ones milliseconds.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    typ = column.type
+    micros = np.zeros(n, dtype=np.float64)
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        present = ~_to_bool(pc.is_null(column), n)
+        if pa.types.is_date(typ):
+            column = pc.cast(column, pa.timestamp("us"))
+        as_int = pc.cast(pc.cast(column, pa.timestamp("us", tz=getattr(column.type, "tz", None))), pa.int64())
+        micros = pc.fill_null(as_int, 0).to_numpy(zero_copy_only=False).astype(np.float64)
+        parsed = present.copy()
+    elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        values = pc.cast(column, pa.float64())
+        present = ~_to_bool(pc.is_null(values), n)
+        raw = pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)
+        parsed = present & np.isfinite(raw)
+        micros = _epoch_to_micros(np.where(parsed, raw, 0.0))
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+        present = ~_to_bool(_is_missing_string(text), n)
+        numeric = _to_bool(pc.match_substring_regex(text, r"^[+-]?\d+(\.\d+)?$"), n) & present
+        parsed = numeric.copy()
+        if numeric.any():
+            as_number = pc.cast(pc.if_else(pa.array(numeric), text, "0"), pa.float64())
+            micros = _epoch_to_micros(as_number.to_numpy(zero_copy_only=False))
+        iso = present & ~numeric
+        if iso.any():
+            strings = pd.Series(text.to_numpy(zero_copy_only=False))[iso]
+            dt = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
+            ok = dt.notna().to_numpy()
+            idx = np.flatnonzero(iso)
+            parsed[idx[ok]] = True
+            micros[idx[ok]] = dt[ok].dt.as_unit("us").astype("int64").to_numpy().astype(np.float64)
+    else:
+        present = ~_to_bool(pc.is_null(column), n)
+        parsed = np.zeros(n, dtype=bool)
+
+    lo, hi = cfg.time_range()
+    lo_us, hi_us = _micros(lo), _micros(hi)
+    in_range = parsed & (micros >= lo_us) & (micros <= hi_us)
+    safe = np.where(in_range, micros, 0).astype(np.int64)
+    timestamps = pa.array(safe, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    timestamps = pc.if_else(pa.array(in_range), timestamps, pa.scalar(None, schemas.TIMESTAMP))
+    return timestamps, present, parsed, in_range
+
+
+def _epoch_to_micros(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.where(np.abs(values) < 1e11, 1e6, 1e3)
+        return np.round(values * scale)
+
+
+def _micros(moment: datetime) -> float:
+    return float(int(moment.timestamp() * 1_000_000))
+
+
+def _id_column(table: pa.Table, name: str, cfg: ValidationConfig, checks: _Checks) -> pa.Array:
+    column = pc.utf8_trim_whitespace(_string_column(table, name, checks))
+    checks.add(_is_missing_string(column), "missing_field", name)
+    checks.add(pc.fill_null(pc.greater(pc.utf8_length(column), cfg.max_id_length), False),
+               "id_too_long", name)
+    return column
+
+
+def _string_column(table: pa.Table, name: str, checks: _Checks) -> pa.Array:
+    """Column `name` as strings; integers become their decimal text."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return pa.nulls(n, pa.string())
+    column = table.column(name).combine_chunks()
+    typ = column.type
+    if pa.types.is_string(typ):
+        return column
+    if pa.types.is_large_string(typ) or pa.types.is_integer(typ) or pa.types.is_null(typ):
+        return pc.cast(column, pa.string())
+    if pa.types.is_dictionary(typ):
+        return pc.cast(column.dictionary_decode(), pa.string())
+    if pa.types.is_floating(typ):
+        # JSON or pandas may turn integer ids into floats: 12.0 -> "12".
+        values = column.to_numpy(zero_copy_only=False)
+        integral = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2**53)
+        as_text = np.where(integral, np.char.mod("%d", np.where(integral, values, 0).astype(np.int64)),
+                           column.cast(pa.string()).to_numpy(zero_copy_only=False))
+        return pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), pa.array(as_text, pa.string()))
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        try:
+            return pc.cast(column, pa.string())
+        except pa.ArrowInvalid:
+            checks.add(pc.invert(pc.is_null(column)), "bad_payload", name)
+            return pa.nulls(n, pa.string())
+    # Nested or otherwise unsupported values can't be ids or names.
+    checks.add(pc.invert(pc.is_null(column)), "bad_payload", name)
+    return pa.nulls(n, pa.string())
+
+
+def _optional_number(table: pa.Table, name: str, checks: _Checks, bad_reason: str) -> pa.Array:
+    """Optional numeric column as float64; unparsable text is flagged, NaN means absent."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return pa.nulls(n, pa.float64())
+    column = table.column(name).combine_chunks()
+    typ = column.type
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ) or pa.types.is_null(typ):
+        values = pc.cast(column, pa.float64())
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+        blank = _to_bool(_is_missing_string(text), n)
+        numbers = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
+        numbers = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        checks.add(~blank & ~np.isfinite(numbers), bad_reason, name)
+        values = pa.array(numbers, pa.float64())
+    else:
+        checks.add(pc.invert(pc.is_null(column)), bad_reason, name)
+        return pa.nulls(n, pa.float64())
+    finite = pc.is_finite(values)
+    return pc.if_else(pc.fill_null(finite, False), values, pa.scalar(None, pa.float64()))
+
+
+def _is_missing_string(column: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.equal(pc.utf8_length(column), 0), True)
+
+
+def _to_bool(mask: Any, n: int) -> np.ndarray:
+    if isinstance(mask, np.ndarray):
+        return mask.astype(bool, copy=False)
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
+    if isinstance(mask, pa.Array):
+        return pc.fill_null(mask, False).to_numpy(zero_copy_only=False).astype(bool)
+    return np.full(n, bool(mask))
+
+
+def _take(column: pa.Array | pa.ChunkedArray, keep: np.ndarray) -> pa.Array:
+    return pc.filter(column, pa.array(keep))
+
+
+def _rejected_rows(
+    table: pa.Table,
+    dataset: str,
+    checks: _Checks,
+    code: np.ndarray,
+    cfg: ValidationConfig,
+    source: str | None,
+    row_offset: int,
+) -> pa.Table:
+    bad = np.flatnonzero(code >= 0)
+    if len(bad) == 0:
+        return schemas.QUARANTINE.empty_table()
+    lo, hi = cfg.time_range()
+    params = {
+        "max_id_length": cfg.max_id_length,
+        "rating_min": cfg.rating_min,
+        "rating_max": cfg.rating_max,
+        "time_range": f"[{lo.isoformat()}, {hi.isoformat()}]",
+    }
+    reasons = [checks.items[i][1] for i in range(len(checks.items))]
+    fields = [checks.items[i][2] for i in range(len(checks.items))]
+    messages = [_MESSAGES[r].format(field=f, **params) for r, f in zip(reasons, fields)]
+    row_codes = code[bad]
+    originals = table.take(pa.array(bad)).to_pylist()
+    return pa.table(
+        {
+            "dataset": pa.array([dataset] * len(bad), pa.string()),
+            "source": pa.array([source] * len(bad), pa.string()),
+            "row": pa.array(bad + row_offset, pa.int64()),
+            "reason": pa.array([reasons[c] for c in row_codes], pa.string()),
+            "field": pa.array([fields[c] for c in row_codes], pa.string()),
+            "message": pa.array([messages[c] for c in row_codes], pa.string()),
+            "original": pa.array([json.dumps(o, default=str) for o in originals], pa.string()),
+        },
+        schema=schemas.QUARANTINE,
+    )
+
+
+def deduplicate_items(table: pa.Table) -> tuple[pa.Table, int]:
+    """One row per item_id; a later row replaces an earlier one (catalog updates)."""
+    if table.num_rows < 2:
+        return table, 0
+    position = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    order = pc.sort_indices(
+        table.append_column("_position", position),
+        sort_keys=[("item_id", "ascending"), ("_position", "descending")],
+    )
+    ordered = table.take(order)
+    ids = ordered.column("item_id").combine_chunks()
+    repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    keep = np.concatenate([[True], ~repeated.to_numpy(zero_copy_only=False)])
+    dropped = int((~keep).sum())
+    return (ordered.filter(keep) if dropped else ordered), dropped

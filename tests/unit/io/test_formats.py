@@ -1,0 +1,61 @@
+import json
+
+import pyarrow as pa
+import pytest
+
+from recsys_ray.io import formats
+from recsys_ray.io.formats import InputError
+
+
+def test_csv_keeps_contract_columns_as_text():
+    table = formats.decode(b"user_id,item_id,interaction_type,timestamp,rating\n1,2,view,1704067200,\n",
+                           "csv", "interactions")
+    assert table.schema.field("user_id").type == pa.string()
+    assert table.column("timestamp").to_pylist() == ["1704067200"]
+    assert table.column("rating").to_pylist() == [None]
+
+
+def test_json_array_with_mixed_value_types():
+    body = json.dumps([{"user_id": "u", "timestamp": 1704067200}, {"user_id": 5, "timestamp": "2024-01-01"}])
+    table = formats.decode(body.encode(), "json", "interactions")
+    assert table.column("timestamp").to_pylist() == ["1704067200", "2024-01-01"]
+    assert table.num_rows == 2
+
+
+def test_ndjson_fast_and_careful_paths_agree():
+    lines = b'{"user_id": "u", "item_id": "i"}\n{"user_id": "v", "item_id": "j"}\n'
+    assert formats.decode(lines, "ndjson", "interactions").column("user_id").to_pylist() == ["u", "v"]
+    mixed = b'{"user_id": "u", "timestamp": 1}\n{"user_id": "v", "timestamp": "x"}\n'
+    assert formats.decode(mixed, "ndjson", "interactions").column("timestamp").to_pylist() == ["1", "x"]
+
+
+@pytest.mark.parametrize(
+    "body,fmt,code",
+    [
+        (b'{"user_id": "u"}', "json", "expected_array"),
+        (b'[{"user_id": "u"}', "json", "invalid_json"),
+        (b"[1, 2]", "json", "expected_object"),
+        (b'\xff\xfe[{"a": 1}]', "json", "invalid_utf8"),
+        (b"", "csv", "empty_body"),
+        (b"\x00\x01\x02garbage", "csv", "binary_body"),
+        (b"not parquet at all", "parquet", "invalid_parquet"),
+        (b'{"a": 1}\nnot json\n', "ndjson", "invalid_json"),
+        (b'{"a": 1}\n[1]\n', "ndjson", "expected_object"),
+    ],
+)
+def test_whole_input_errors(body, fmt, code):
+    with pytest.raises(InputError) as err:
+        formats.decode(body, fmt, "interactions")
+    assert err.value.code == code
+
+
+def test_parquet_round_trip():
+    table = pa.table({"user_id": ["u"], "item_id": ["i"]})
+    assert formats.decode(formats.encode_parquet(table), "parquet").equals(table)
+
+
+def test_format_detection():
+    assert formats.format_from_content_type("text/csv; charset=utf-8") == "csv"
+    assert formats.format_from_content_type("application/vnd.apache.parquet") == "parquet"
+    assert formats.format_from_path("s3://b/x/part.NDJSON") == "ndjson"
+    assert formats.format_from_path("data.bin") is None
