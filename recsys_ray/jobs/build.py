@@ -1,0 +1,144 @@
+"""Build a training-data version: `recsys-ray build` / `python -m recsys_ray.jobs.build`.
+
+The same arguments work locally and as a Ray job:
+
+    ray job submit --working-dir . -- python -m recsys_ray.jobs.build \\
+        --interactions s3://bucket/events/ --items s3://bucket/items/ --out s3://bucket/training/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+HELP = "Build a training-data version (validated rows, time split, features, negatives, shards) with Ray Data."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("inputs")
+    src.add_argument("--interactions", help="interaction files: a file, directory or glob (comma-separated for several); local or s3://")
+    src.add_argument("--items", help="catalog files (optional); without a catalog negatives come from items seen in interactions")
+    src.add_argument("--root", help="storage root (local path or s3://bucket/prefix); with --tenant, build from the tenant's raw zone")
+    src.add_argument("--tenant", help="tenant whose raw zone to read and under which to write the version")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", help="version URI (default {root}/tenants/{tenant}/training/{version})")
+    out.add_argument("--version", help="version name (default: UTC time, e.g. v20260101T000000Z)")
+    out.add_argument("--shards", type=int, help="Parquet shards per split (default: from --rows-per-shard)")
+    out.add_argument("--rows-per-shard", type=int, help="target rows per shard (default 1,000,000)")
+    opt = parser.add_argument_group("options")
+    opt.add_argument("--config", help="YAML config file with the same fields (flags win)")
+    opt.add_argument("--seed", type=int, help="seed for negative sampling and shuffling (default 42)")
+    opt.add_argument("--negatives", type=int, help="negatives per positive (default 4)")
+    opt.add_argument("--sampling", choices=["uniform", "popularity"], help="negative sampling distribution")
+    opt.add_argument("--popularity-alpha", type=float, help="exponent for popularity sampling (default 0.75)")
+    opt.add_argument("--positive-types", help="comma-separated positive interaction types "
+                     "(default click,like,add_to_cart,purchase)")
+    opt.add_argument("--split-strategy", choices=["time", "leave_last_out"], help="global time cutoff (default) "
+                     "or per-user leave-last-out")
+    opt.add_argument("--test-fraction", type=float, help="share of events at or after the cutoff (default 0.1)")
+    opt.add_argument("--cutoff", help="explicit ISO-8601 cutoff instead of --test-fraction")
+    opt.add_argument("--parallelism", type=int, help="blocks per stage (default: automatic)")
+    parser.add_argument("--address", help="Ray address (default: the current cluster, or a new local one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+
+
+def config_from_args(args: argparse.Namespace):
+    from recsys_ray.config import RecsysConfig
+
+    build: dict[str, Any] = {
+        "interactions": args.interactions,
+        "items": args.items,
+        "tenant": args.tenant,
+        "out": args.out,
+        "version": args.version,
+        "shards": args.shards,
+        "rows_per_shard": args.rows_per_shard,
+        "seed": args.seed,
+        "negatives": args.negatives,
+        "sampling": args.sampling,
+        "popularity_alpha": args.popularity_alpha,
+        "positive_types": args.positive_types,
+        "split_strategy": args.split_strategy,
+        "test_fraction": args.test_fraction,
+        "cutoff": args.cutoff,
+        "parallelism": args.parallelism,
+    }
+    return RecsysConfig.load(args.config, storage={"root": args.root}, build=build)
+
+
+def summarize(manifest: dict[str, Any]) -> str:
+    c = manifest["counts"]
+    lines = [
+        f"version {manifest['version']} at {manifest['uri']}",
+        f"  input rows {c['input_rows']:,}: valid {c['valid']:,}, rejected {sum(c['rejected'].values()):,} "
+        f"{c['rejected'] or ''}, duplicates {c['duplicates']:,}",
+        f"  cutoff {manifest['cutoff']}",
+    ]
+    for name in ("train", "test"):
+        shards = manifest["shards"][name]
+        lines.append(f"  {name}: {c[name + '_positives']:,} positives + {c[name + '_negatives']:,} negatives "
+                     f"in {len(shards)} shard(s) under {manifest['uri']}/{name}/")
+    if c["negative_shortfall"]:
+        lines.append(f"  negative shortfall: {c['negative_shortfall']:,} (users who have seen almost every item)")
+    timings = manifest["timings_s"]
+    lines.append("  stage timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+                 + f"; total {sum(timings.values()):.2f}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    import os
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    from pydantic import ValidationError
+
+    from recsys_ray.io.formats import InputError
+    from recsys_ray.pipeline import BuildError, build_training_data
+
+    try:
+        cfg = config_from_args(args)
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        os.environ["RECSYS_PROGRESS"] = "0"
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False)
+    try:
+        manifest = build_training_data(cfg)
+    except (BuildError, InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a worker's error arrives wrapped; show its cause plainly
+        cause = _root_cause(exc)
+        if isinstance(cause, (BuildError, InputError)):
+            print(f"error: {cause}", file=sys.stderr)
+            return 1
+        raise
+    print(json.dumps(manifest, indent=2) if args.json else summarize(manifest))
+    return 0
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = getattr(exc, "cause", None) or exc.__cause__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.build", description=HELP)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

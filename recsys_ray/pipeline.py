@@ -1,0 +1,471 @@
+"""The training-data build, wired with Ray Data.
+
+Plan (each step a pure stage from `recsys_ray.stages`, run by `map_batches`):
+
+1. read every input file and validate it (rejected rows go to `quarantine/`);
+2. hash-partition valid events by user (one Ray shuffle) and drop duplicates —
+   from here on each block holds whole users, which makes user features and
+   the exclusion of seen items exact without further shuffles;
+3. find the time cutoff from small per-block histograms;
+4. sum per-block item partials into item features and negative-sampling
+   weights: frozen global values passed to every worker;
+5. build positives, negatives and joined features per block;
+6. hash the rows into shards (a second shuffle) and write each shard once,
+   in a seed-determined order;
+7. write `manifest.json` last: the version's commit point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import DataContext
+
+from recsys_ray import __version__, schemas, validation
+from recsys_ray.config import RecsysConfig
+from recsys_ray.io import formats, layout, storage
+from recsys_ray.stages import batch as batch_stage
+from recsys_ray.stages import examples, features, split
+
+log = logging.getLogger(__name__)
+
+INPUT_SUFFIXES = tuple(formats.EXTENSIONS)
+MANIFEST = "manifest.json"
+DEFAULT_TENANT = "default"
+
+
+class BuildError(RuntimeError):
+    """The build cannot proceed; the message says why in the user's terms."""
+
+
+@dataclass
+class StageTimer:
+    """Wall time per named stage, in the order the stages ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("stage %s ...", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything resolved before any data is touched."""
+
+    interactions: list[storage.FileEntry]
+    items: list[storage.FileEntry]
+    out: str
+    version: str
+    tenant: str
+    options: storage.StorageOptions
+
+
+def plan_build(cfg: RecsysConfig) -> BuildPlan:
+    """Resolve inputs and the output location; fail early with a clear message."""
+    b = cfg.build
+    options = storage.StorageOptions.from_config(cfg.storage)
+    tenant = layout.check_name(b.tenant or DEFAULT_TENANT, "tenant")
+    if b.interactions:
+        interaction_uris, item_uris = list(b.interactions), list(b.items)
+    elif b.tenant:
+        interaction_uris = [layout.raw_dir(cfg.storage.root, tenant, "interactions")]
+        item_uris = list(b.items) or [layout.raw_dir(cfg.storage.root, tenant, "items")]
+    else:
+        raise BuildError("no inputs: give --interactions URI (and optionally --items URI), "
+                         "or --root URI --tenant T to build from a tenant's raw zone")
+    interactions = _list_inputs(interaction_uris, options)
+    if not interactions:
+        raise BuildError(f"no interaction files found at {', '.join(interaction_uris)} "
+                         f"(looked for {', '.join(INPUT_SUFFIXES)})")
+    items = _list_inputs(item_uris, options, required=bool(b.items))
+    version = layout.check_name(b.version or datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%SZ"), "version")
+    out = b.out or layout.training_version(cfg.storage.root, tenant, version)
+    return BuildPlan(interactions, items, out.rstrip("/"), version, tenant, options)
+
+
+def _list_inputs(uris: list[str], options: storage.StorageOptions, required: bool = True) -> list[storage.FileEntry]:
+    files: list[storage.FileEntry] = []
+    for uri in uris:
+        found = storage.list_files(uri, options, suffixes=INPUT_SUFFIXES)
+        if not found and required and not storage.exists(uri, options):
+            raise BuildError(f"input {uri} does not exist")
+        if not found and required:
+            raise BuildError(f"input {uri} holds no files ending in {', '.join(INPUT_SUFFIXES)}")
+        files.extend(found)
+    return files
+
+
+def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
+    """Run the whole build on the current Ray cluster (or a local one) and return the manifest."""
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    plan = plan_build(cfg)
+    timer = StageTimer()
+    created_at = datetime.now(timezone.utc)
+    # Resolve "now" once so every worker applies the same accepted time range.
+    lo, hi = cfg.validation.time_range()
+    vcfg = cfg.validation.model_copy(update={"max_timestamp": hi})
+    b = cfg.build
+
+    ctx = DataContext.get_current()
+    # Blocks that hold whole users must never be sliced by the block-size limit.
+    ctx.target_max_block_size = None
+    ctx.enable_progress_bars = os.environ.get("RECSYS_PROGRESS", "1") != "0"
+
+    with timer.stage("prepare_output"):
+        _clear_version(plan)
+
+    with timer.stage("validate"):
+        validated = _read_validated(plan.interactions, "interactions", vcfg, plan.options).materialize()
+        summary = _validation_counts(validated)
+        rejected_interactions = validated.map_batches(batch_stage.rejected_rows, batch_format="pyarrow")
+        _write_quarantine(rejected_interactions, summary, plan, "interactions")
+    counts: dict[str, Any] = {
+        "input_rows": int(sum(summary.values())),
+        "valid": int(summary.get("valid", 0)),
+        "rejected": {k: int(v) for k, v in sorted(summary.items()) if k != "valid"},
+    }
+    if counts["valid"] == 0:
+        raise BuildError(f"no valid interactions among {counts['input_rows']} input rows "
+                         f"(rejected: {counts['rejected']}); see {storage.join(plan.out, 'quarantine')}")
+
+    parallelism = b.parallelism or _auto_parallelism(counts["valid"])
+    with timer.stage("partition_and_dedup"):
+        events = (
+            validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "interactions"},
+                                  batch_format="pyarrow")
+            .repartition(parallelism, keys=["user_id"])
+            .map_batches(_deduplicate_partition, batch_size=None, batch_format="pyarrow")
+            .materialize()
+        )
+        del validated
+        events_count = events.count()
+        counts["duplicates"] = counts["valid"] - events_count
+        counts["events"] = events_count
+
+    with timer.stage("cutoff"):
+        cutoff_us = _cutoff(events, b.test_fraction, b.cutoff, events_count, b.split_strategy)
+
+    with timer.stage("features"):
+        user_count = _write_user_features(events, plan, cutoff_us, b)
+        summed = _sum_item_partials(events, cutoff_us, b)
+        item_feature_table = features.item_features(summed.filter(pc.greater(summed.column("total"), 0)),
+                                                    user_count)
+        item_feature_uri = storage.join(plan.out, "features", "items.parquet")
+        storage.write_table(item_feature_uri, item_feature_table, plan.options)
+
+    with timer.stage("catalog"):
+        catalog, catalog_counts = _read_catalog(plan, vcfg)
+        counts["items"] = catalog_counts
+        candidates = _candidates(catalog, summed, b)
+
+    with timer.stage("examples"):
+        built = events.map_batches(
+            examples.build_examples,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "cutoff_us": cutoff_us,
+                "strategy": b.split_strategy,
+                "positive_types": tuple(b.positive_types),
+                "candidates": candidates,
+                "item_features": item_feature_table,
+                "negatives": b.negatives,
+                "seed": b.seed,
+            },
+        ).materialize()
+        label_counts = _label_counts(built)
+    for name in ("train", "test"):
+        positives = label_counts.get((name, 1), 0)
+        negatives = label_counts.get((name, 0), 0)
+        counts[f"{name}_positives"] = positives
+        counts[f"{name}_negatives"] = negatives
+        counts[f"{name}_rows"] = positives + negatives
+    counts["negative_shortfall"] = sum(
+        counts[f"{s}_positives"] * b.negatives - counts[f"{s}_negatives"] for s in ("train", "test"))
+
+    with timer.stage("shuffle_and_write"):
+        shards_per_split = {s: _shard_count(counts[f"{s}_rows"], b) for s in ("train", "test")}
+        shard_rows = _write_shards(built, shards_per_split, plan, b.seed)
+
+    manifest = {
+        "version": plan.version,
+        "created_at": created_at.isoformat(),
+        "recsys_ray_version": __version__,
+        "tenant": plan.tenant,
+        "config": json.loads(b.model_dump_json()) | {"validation": json.loads(vcfg.model_dump_json())},
+        "cutoff": datetime.fromtimestamp(cutoff_us / 1e6, tz=timezone.utc).isoformat(),
+        "split_strategy": b.split_strategy,
+        "parallelism": parallelism,
+        "inputs": {
+            "interactions": [{"path": f.uri, "size": f.size} for f in plan.interactions],
+            "items": [{"path": f.uri, "size": f.size} for f in plan.items],
+        },
+        "counts": counts,
+        "shards": shard_rows,
+        "features": {"users": "features/users", "items": "features/items.parquet"},
+        "quarantine": "quarantine",
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schemas.TRAINING],
+    }
+    timer.seconds["manifest"] = 0.0
+    manifest["timings_s"] = timer.seconds
+    storage.write_bytes(storage.join(plan.out, MANIFEST), json.dumps(manifest, indent=2).encode(), plan.options)
+    manifest["uri"] = plan.out
+    return manifest
+
+
+def _clear_version(plan: BuildPlan) -> None:
+    """Remove the manifest first (the version stops looking complete), then the rest."""
+    manifest_uri = storage.join(plan.out, MANIFEST)
+    if storage.exists(manifest_uri, plan.options):
+        storage.delete(manifest_uri, plan.options)
+    storage.delete(plan.out, plan.options)
+
+
+def _auto_parallelism(rows: int) -> int:
+    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    return max(cpus, min(256, int(np.ceil(rows / 2_000_000)) * cpus))
+
+
+def _shard_count(rows: int, b) -> int:
+    if b.shards:
+        return b.shards
+    return max(1, int(np.ceil(rows / b.rows_per_shard)))
+
+
+def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options) -> "ray.data.Dataset":
+    """One dataset of validated rows (combined valid + quarantine columns) from every file."""
+    parts = []
+    by_format: dict[tuple[str, bool], list[str]] = {}
+    for entry in files:
+        if entry.size == 0:
+            raise BuildError(f"input file {entry.uri} is empty")
+        fmt = formats.format_from_path(entry.uri)
+        by_format.setdefault((fmt, storage.is_s3(entry.uri)), []).append(entry.uri)
+    for (fmt, _), uris in sorted(by_format.items()):
+        fs, _ = storage.resolve(uris[0], options)
+        paths = [storage.resolve(u, options)[1] for u in uris]
+        if fmt == "parquet":
+            for uri in uris:
+                _check_parquet(uri, options)
+            ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
+            ds = ds.map_batches(batch_stage.validate_table_batch, batch_format="pyarrow",
+                                fn_kwargs={"dataset": dataset, "cfg": vcfg})
+        else:
+            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True)
+            ds = ds.map_batches(batch_stage.decode_and_validate_files, batch_size=1, batch_format="pyarrow",
+                                fn_kwargs={"dataset": dataset, "fmt": fmt, "cfg": vcfg})
+        parts.append(ds)
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def _check_parquet(uri: str, options) -> None:
+    fs, path = storage.resolve(uri, options)
+    with fs.open_input_file(path) as f:
+        size = f.size()
+        head = f.read_at(4, 0)
+        tail = f.read_at(4, max(0, size - 4))
+    if size < 12 or head != formats.PARQUET_MAGIC or tail != formats.PARQUET_MAGIC:
+        raise BuildError(f"input file {uri} is not a valid Parquet file")
+
+
+def _validation_counts(validated) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for row in validated.map_batches(batch_stage.validation_summary, batch_format="pyarrow").iter_rows():
+        totals[row["reason"]] = totals.get(row["reason"], 0) + int(row["count"])
+    return totals
+
+
+def _write_quarantine(rejected, summary: dict[str, int], plan: BuildPlan, dataset: str) -> None:
+    if sum(v for k, v in summary.items() if k != "valid") == 0:
+        return
+    fs, path = storage.resolve(storage.join(plan.out, "quarantine", dataset), plan.options)
+    rejected.write_parquet(path, filesystem=fs)
+
+
+def _deduplicate_partition(events: pa.Table) -> pa.Table:
+    unique, _ = validation.deduplicate_events(events)
+    return unique
+
+
+def _cutoff(events, test_fraction: float, explicit, total: int, strategy: str) -> int:
+    """The global cutoff in microseconds: explicit, or the exact (1 - test_fraction) quantile.
+
+    With leave-last-out splitting there is no global cutoff; recency is then
+    measured from the latest event of the snapshot.
+    """
+    if explicit is not None:
+        return int(explicit.timestamp() * 1_000_000)
+    summaries = _collect(events.map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
+    summaries = summaries.filter(pc.greater(summaries.column("count"), 0))
+    lo, hi = pc.min(summaries.column("min")).as_py(), pc.max(summaries.column("max")).as_py()
+    if strategy == "leave_last_out":
+        return hi + 1
+    rank = split.quantile_rank(total, test_fraction)
+    edges = split.bin_edges(lo, hi)
+    histograms = _collect(events.map_batches(split.timestamp_histogram, batch_size=None, batch_format="pyarrow",
+                                             fn_kwargs={"edges": edges}))
+    counts = np.sum(np.stack([np.asarray(c) for c in histograms.column("counts").to_pylist()]), axis=0)
+    index, before = split.locate_rank(counts, rank)
+    values = _collect(events.map_batches(split.values_in_range, batch_size=None, batch_format="pyarrow",
+                                         fn_kwargs={"lo": int(edges[index]), "hi": int(edges[index + 1])}))
+    ordered = np.sort(values.column("ts").to_numpy())
+    return int(ordered[rank - before])
+
+
+def _collect(ds) -> pa.Table:
+    """Gather a dataset of small per-block summaries into one table."""
+    tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+              for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+    return pa.concat_tables(tables)
+
+
+def _train_events(events: pa.Table, cutoff_us: int, strategy: str, positive_types: tuple[str, ...]) -> pa.Table:
+    if strategy == "leave_last_out":
+        events = split.per_user_cutoffs(events, positive_types)
+    with_split = split.assign_split(events, cutoff_us, strategy)
+    return with_split.filter(pc.equal(with_split.column("split"), "train"))
+
+
+def user_features_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
+                                positive_types: tuple[str, ...]) -> pa.Table:
+    return features.user_features(_train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
+
+
+def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
+                                positive_types: tuple[str, ...]) -> pa.Table:
+    """Training-window partials, plus zero rows for items seen only after the cutoff
+    (so that every item of the snapshot is known to the sampler)."""
+    partials = features.item_partials(_train_events(events, cutoff_us, strategy, positive_types))
+    all_items = pc.unique(events.column("item_id"))
+    unseen = pc.filter(all_items, pc.invert(pc.is_in(all_items, value_set=partials.column("item_id"))))
+    if len(unseen) == 0:
+        return partials
+    zeros = {name: pa.array(np.zeros(len(unseen)), features.ITEM_PARTIALS.field(name).type)
+             for name in features.ITEM_PARTIALS.names if name != "item_id"}
+    return pa.concat_tables([partials, pa.table({"item_id": unseen, **zeros}).cast(features.ITEM_PARTIALS)])
+
+
+def _write_user_features(events, plan: BuildPlan, cutoff_us: int, b) -> int:
+    users = events.map_batches(
+        user_features_for_partition, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)},
+    ).materialize()
+    fs, path = storage.resolve(storage.join(plan.out, "features", "users"), plan.options)
+    users.write_parquet(path, filesystem=fs)
+    return users.count()
+
+
+def _sum_item_partials(events, cutoff_us: int, b) -> pa.Table:
+    partials = events.map_batches(
+        item_partials_for_partition, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)},
+    )
+    acc = features.ITEM_PARTIALS.empty_table()
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pending.append(part)
+        pending_rows += part.num_rows
+        if pending_rows > 2_000_000:
+            acc = features.sum_item_partials(pa.concat_tables([acc, *pending]))
+            pending, pending_rows = [], 0
+    return features.sum_item_partials(pa.concat_tables([acc, *pending]))
+
+
+def _read_catalog(plan: BuildPlan, vcfg) -> tuple[pa.Table | None, dict[str, Any]]:
+    """The validated, de-duplicated catalog (a frozen value the size of the catalog)."""
+    if not plan.items:
+        return None, {"catalog": False}
+    validated = _read_validated(plan.items, "items", vcfg, plan.options).materialize()
+    summary = _validation_counts(validated)
+    _write_quarantine(validated.map_batches(batch_stage.rejected_rows, batch_format="pyarrow"),
+                      summary, plan, "items")
+    valid = [b for b in validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "items"},
+                                              batch_format="pyarrow").iter_batches(batch_size=None,
+                                                                                   batch_format="pyarrow")]
+    table = pa.concat_tables(valid).cast(schemas.ITEMS) if valid else schemas.ITEMS.empty_table()
+    catalog, duplicates = validation.deduplicate_items(table)
+    return catalog, {
+        "catalog": True,
+        "input_rows": int(sum(summary.values())),
+        "valid": int(summary.get("valid", 0)),
+        "rejected": {k: int(v) for k, v in sorted(summary.items()) if k != "valid"},
+        "duplicates": duplicates,
+        "unique": catalog.num_rows,
+    }
+
+
+def _candidates(catalog: pa.Table | None, summed: pa.Table, b) -> examples.Candidates:
+    """Draw negatives from the catalog, or without one from every item of the snapshot."""
+    universe = catalog.column("item_id") if catalog is not None and catalog.num_rows else summed.column("item_id")
+    universe = pc.unique(universe)
+    popularity = None
+    if b.sampling == "popularity":
+        index = pc.index_in(universe, value_set=summed.column("item_id"))
+        users = summed.column("unique_users").to_numpy()
+        idx = pc.fill_null(index, -1).to_numpy(zero_copy_only=False)
+        popularity = np.where(idx >= 0, users[np.maximum(idx, 0)], 0).astype(np.float64)
+    return examples.make_candidates(universe, popularity, b.sampling, b.popularity_alpha)
+
+
+def _label_counts(built) -> dict[tuple[str, int], int]:
+    def count(batch: pa.Table) -> pa.Table:
+        grouped = batch.group_by(["split", "label"]).aggregate([("label", "count")])
+        return grouped.rename_columns(["split", "label", "rows"])
+
+    totals: dict[tuple[str, int], int] = {}
+    for row in built.map_batches(count, batch_size=None, batch_format="pyarrow").iter_rows():
+        key = (row["split"], int(row["label"]))
+        totals[key] = totals.get(key, 0) + int(row["rows"])
+    return totals
+
+
+def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions) -> pa.Table:
+    """Write every (split, shard) group of this batch as one Parquet file; return (split, shard, path, rows)."""
+    keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"]).aggregate([])
+    meta = {"split": [], "shard": [], "path": [], "rows": []}
+    for split_name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
+        rows = batch.filter(pc.and_(pc.equal(batch.column("split"), split_name),
+                                    pc.equal(batch.column("_shard"), shard)))
+        relative = f"{split_name}/part-{shard:05d}.parquet"
+        storage.write_table(storage.join(out, relative), examples.order_shard(rows), options)
+        meta["split"].append(split_name)
+        meta["shard"].append(shard)
+        meta["path"].append(relative)
+        meta["rows"].append(rows.num_rows)
+    return pa.table(meta, schema=pa.schema([("split", pa.string()), ("shard", pa.int32()),
+                                            ("path", pa.string()), ("rows", pa.int64())]))
+
+
+def _write_shards(built, shards_per_split: dict[str, int], plan: BuildPlan, seed: int) -> dict[str, list]:
+    total = shards_per_split["train"] + shards_per_split["test"]
+    written = (
+        built.map_batches(examples.assign_shards, batch_format="pyarrow",
+                          fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
+        .repartition(total, keys=["split", "_shard"])
+        .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
+                     fn_kwargs={"out": plan.out, "options": plan.options})
+    )
+    meta = _collect(written)
+    shards: dict[str, list] = {"train": [], "test": []}
+    for row in sorted(meta.to_pylist(), key=lambda r: (r["split"], r["shard"])):
+        shards[row["split"]].append({"path": row["path"], "rows": row["rows"]})
+    return shards

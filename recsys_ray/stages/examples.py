@@ -1,0 +1,235 @@
+"""Positives, negatives and shard assignment for training examples.
+
+Negative sampling is exact and reproducible without coordination between
+workers: each positive owns an endless stream of hash-derived draws keyed by
+(seed, user, item, split), and its negatives are the first K distinct draws
+that the user never interacted with. The batch holds all of a user's events, so
+the exclusion is exact; the draw stream depends only on row identity, so the
+result is the same whatever the parallelism or worker count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ray import hashing, schemas
+from recsys_ray.stages.features import join_features, user_features
+from recsys_ray.stages.split import assign_split, per_user_cutoffs, timestamp_micros
+
+SPLIT_CODES = {"train": 0, "test": 1}
+_SHARD_SALT = 0x5EED5A17
+_FALLBACK_SALT = 1 << 40
+_ROUNDS = 3
+_LABELLED = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("split", pa.string()),
+                       ("timestamp", schemas.TIMESTAMP), ("label", pa.float32())])
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Items negatives are drawn from, with draw weights; a frozen global value.
+
+    `item_ids` is sorted; an item's code is its index. Items with weight 0 are
+    never drawn (popularity sampling of items nobody used in the window).
+    """
+
+    item_ids: pa.Array
+    weights: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+    def codes(self, item_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Code of each item id, -1 for items outside the candidate set."""
+        index = pc.index_in(item_ids, value_set=self.item_ids)
+        return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def make_candidates(item_ids: pa.Array, popularity: np.ndarray | None, sampling: str,
+                    alpha: float) -> Candidates:
+    """Candidate set: uniform weights, or popularity ** alpha (popularity >= 0)."""
+    order = pc.sort_indices(item_ids)
+    item_ids = pc.take(item_ids, order)
+    if sampling == "uniform":
+        weights = np.ones(len(item_ids), dtype=np.float64)
+    else:
+        if popularity is None:
+            raise ValueError("popularity sampling needs item popularity")
+        weights = np.power(np.asarray(popularity, dtype=np.float64)[order.to_numpy()], alpha)
+        weights[~np.isfinite(weights)] = 0.0
+    return Candidates(item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray) else item_ids, weights)
+
+
+def select_positives(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Table:
+    """One positive per (user, item, split): the latest event of a positive type."""
+    mask = pc.is_in(events.column("interaction_type"), value_set=pa.array(positive_types))
+    positive = events.filter(mask).select(["user_id", "item_id", "split", "timestamp"])
+    latest = positive.group_by(["user_id", "item_id", "split"]).aggregate([("timestamp", "max")])
+    return latest.rename_columns(["user_id", "item_id", "split", "timestamp"])
+
+
+def positive_hashes(positives: pa.Table, seed: int) -> np.ndarray:
+    split_code = np.where(pc.equal(positives.column("split"), "test").to_numpy(zero_copy_only=False), 1, 0)
+    return hashing.combine(np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+                           hashing.hash_strings(positives.column("user_id")),
+                           hashing.hash_strings(positives.column("item_id")),
+                           split_code.astype(np.uint64))
+
+
+def sample_negatives(positives: pa.Table, seen_events: pa.Table, candidates: Candidates, k: int,
+                     seed: int) -> pa.Table:
+    """K negatives per positive: distinct, never an item the user has seen.
+
+    `seen_events` must hold every event of every user in `positives`. A user
+    who has seen (almost) every candidate gets fewer negatives, never a hang.
+    Returns user_id, item_id, split, timestamp rows (label added by the caller).
+    """
+    empty = pa.table({"user_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string()),
+                      "split": pa.array([], pa.string()), "timestamp": pa.array([], schemas.TIMESTAMP)})
+    n_items = candidates.size
+    n_pos = positives.num_rows
+    if k == 0 or n_pos == 0 or n_items == 0 or not (candidates.weights > 0).any():
+        return empty
+    users = pc.unique(seen_events.column("user_id"))
+    pos_user = pc.index_in(positives.column("user_id"), value_set=users).to_numpy(zero_copy_only=False)
+    seen_user = pc.index_in(seen_events.column("user_id"), value_set=users).to_numpy(zero_copy_only=False)
+    seen_item = candidates.codes(seen_events.column("item_id"))
+    known = seen_item >= 0
+    seen_keys = np.unique(seen_user[known].astype(np.int64) * n_items + seen_item[known])
+
+    cdf = np.cumsum(candidates.weights)
+    total = cdf[-1]
+    pos_hash = positive_hashes(positives, seed)
+    chosen = np.full((n_pos, k), -1, dtype=np.int64)
+    pending = np.arange(n_pos)
+    draws = max(4 * k + 8, 16)
+    for _ in range(_ROUNDS):
+        if len(pending) == 0:
+            break
+        codes = _draw(pos_hash[pending], draws, cdf, total)
+        filled = _first_unseen_distinct(codes, pos_user[pending], seen_keys, n_items, k)
+        complete = (filled >= 0).all(axis=1)
+        chosen[pending[complete]] = filled[complete]
+        pending = pending[~complete]
+        draws *= 8
+    for row in pending:
+        chosen[row] = _exhaustive(pos_hash[row], int(pos_user[row]), seen_keys, candidates.weights, k)
+
+    rows, slots = np.nonzero(chosen >= 0)
+    if len(rows) == 0:
+        return empty
+    taken = positives.select(["user_id", "split", "timestamp"]).take(pa.array(rows))
+    item_ids = candidates.item_ids.take(pa.array(chosen[rows, slots]))
+    return pa.table({"user_id": taken.column("user_id"), "item_id": item_ids,
+                     "split": taken.column("split"), "timestamp": taken.column("timestamp")})
+
+
+def _draw(pos_hash: np.ndarray, draws: int, cdf: np.ndarray, total: float) -> np.ndarray:
+    """Weighted draws with replacement: (positives, draws) candidate codes."""
+    j = np.arange(draws, dtype=np.uint64)
+    u = hashing.to_unit_interval(hashing.combine(pos_hash[:, None], j[None, :]))
+    return np.minimum(np.searchsorted(cdf, u * total, side="right"), len(cdf) - 1)
+
+
+def _first_unseen_distinct(codes: np.ndarray, users: np.ndarray, seen_keys: np.ndarray, n_items: int,
+                           k: int) -> np.ndarray:
+    """Per row, the first k distinct codes (in draw order) the row's user has not seen; -1 pads."""
+    n_rows, draws = codes.shape
+    flat = codes.ravel()
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), draws)
+    _, first = np.unique(row_of * n_items + flat, return_index=True)
+    keep = np.zeros(flat.shape, dtype=bool)
+    keep[first] = True
+    keep &= ~np.isin(np.repeat(users.astype(np.int64), draws) * n_items + flat, seen_keys)
+    kept = np.flatnonzero(keep)
+    kept_rows = kept // draws
+    row_start = np.searchsorted(kept_rows, np.arange(n_rows))
+    rank = np.arange(len(kept)) - row_start[kept_rows]
+    take = rank < k
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    out[kept_rows[take], rank[take]] = flat[kept[take]]
+    return out
+
+
+def _exhaustive(pos_hash: np.uint64, user: int, seen_keys: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Exact fallback for a user who has seen most candidates: weighted sampling
+    without replacement over what is left (Efraimidis-Spirakis keys)."""
+    n_items = len(weights)
+    lo, hi = np.searchsorted(seen_keys, [user * n_items, (user + 1) * n_items])
+    seen = np.zeros(n_items, dtype=bool)
+    seen[seen_keys[lo:hi] - user * n_items] = True
+    available = np.flatnonzero(~seen & (weights > 0))
+    out = np.full(k, -1, dtype=np.int64)
+    if len(available) <= k:
+        out[: len(available)] = available
+        return out
+    u = hashing.to_unit_interval(hashing.combine(pos_hash, available.astype(np.uint64) + _FALLBACK_SALT))
+    keys = np.log(np.maximum(u, 1e-300)) / weights[available]
+    out[:] = available[np.argsort(-keys, kind="stable")[:k]]
+    return out
+
+
+def build_examples(
+    events: pa.Table,
+    *,
+    cutoff_us: int,
+    strategy: str,
+    positive_types: tuple[str, ...],
+    candidates: Candidates,
+    item_features: pa.Table,
+    negatives: int,
+    seed: int,
+) -> pa.Table:
+    """Labelled, feature-joined rows for a batch holding whole users.
+
+    `events` are valid, de-duplicated events; output columns follow
+    `schemas.TRAINING`.
+    """
+    if events.num_rows == 0:
+        return schemas.TRAINING.empty_table()
+    if strategy == "leave_last_out":
+        events = per_user_cutoffs(events, positive_types)
+    events = assign_split(events, cutoff_us, strategy)
+    train = events.filter(pc.equal(events.column("split"), "train"))
+    users = user_features(train, cutoff_us)
+    positives = select_positives(events, positive_types)
+    sampled = sample_negatives(positives, events, candidates, negatives, seed)
+    rows = pa.concat_tables([
+        positives.append_column("label", pa.array(np.ones(positives.num_rows, np.float32))).cast(_LABELLED),
+        sampled.append_column("label", pa.array(np.zeros(sampled.num_rows, np.float32))).cast(_LABELLED),
+    ])
+    rows = join_features(rows, users, item_features)
+    return rows.select(schemas.TRAINING.names).cast(schemas.TRAINING)
+
+
+def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -> pa.Table:
+    """Add `_shard` (uniform by row hash) and `_order` (the row's place in its shard).
+
+    Both come from the row's identity and the seed alone, so each shard holds
+    the same rows in the same order whatever the parallelism.
+    """
+    split = rows.column("split")
+    is_test = pc.equal(split, "test").to_numpy(zero_copy_only=False)
+    h = hashing.combine(
+        np.uint64((seed ^ _SHARD_SALT) & 0xFFFFFFFFFFFFFFFF),
+        hashing.hash_strings(rows.column("user_id")),
+        hashing.hash_strings(rows.column("item_id")),
+        timestamp_micros(rows).astype(np.uint64),
+        rows.column("label").to_numpy(zero_copy_only=False).astype(np.uint64),
+        is_test.astype(np.uint64),
+    )
+    n = np.where(is_test, shards_per_split.get("test", 1), shards_per_split.get("train", 1))
+    shard = np.minimum((hashing.to_unit_interval(h) * n).astype(np.int64), n - 1)
+    return rows.append_column("_shard", pa.array(shard, pa.int32())).append_column(
+        "_order", pa.array(h.view(np.int64)))
+
+
+def order_shard(rows: pa.Table) -> pa.Table:
+    """Rows of one shard in their final order, internal columns dropped."""
+    ordered = rows.sort_by([("_order", "ascending"), ("user_id", "ascending"), ("item_id", "ascending"),
+                            ("timestamp", "ascending"), ("label", "ascending")])
+    return ordered.drop_columns(["_shard", "_order"])

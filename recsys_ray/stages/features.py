@@ -1,0 +1,130 @@
+"""User and item features from the training window only.
+
+Callers pass only training-split events, so nothing at or after the cutoff can
+reach a feature. User features need all of a user's events in one batch (the
+build partitions by user). Item features are sums of per-batch partials, which
+are exact because batches hold disjoint sets of users.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ray import schemas
+from recsys_ray.stages.split import timestamp_micros
+
+MICROS_PER_DAY = 86_400_000_000
+TYPE_COUNTS = [f"n_{t}" for t in schemas.INTERACTION_TYPES]
+
+
+def _with_type_counts(events: pa.Table) -> pa.Table:
+    itype = events.column("interaction_type")
+    for t in schemas.INTERACTION_TYPES:
+        events = events.append_column(f"n_{t}", pc.cast(pc.equal(itype, t), pa.int64()))
+    return events
+
+
+def user_features(train_events: pa.Table, cutoff_us: int) -> pa.Table:
+    """One row per user of the training window, columns as `schemas.USER_FEATURES`."""
+    if train_events.num_rows == 0:
+        return schemas.USER_FEATURES.empty_table()
+    ts = timestamp_micros(train_events)
+    table = _with_type_counts(train_events.select(["user_id", "item_id", "interaction_type", "rating"]))
+    table = table.append_column("ts", pa.array(ts)).append_column("day", pa.array(ts // MICROS_PER_DAY))
+    stats = table.group_by("user_id").aggregate(
+        [("item_id", "count"), ("item_id", "count_distinct"), ("rating", "mean"),
+         ("day", "count_distinct"), ("ts", "max")]
+        + [(c, "sum") for c in TYPE_COUNTS]
+    )
+    total = stats.column("item_id_count")
+    last = stats.column("ts_max").to_numpy()
+    columns = {
+        "user_id": stats.column("user_id"),
+        "user_total_interactions": total,
+        "user_unique_items": stats.column("item_id_count_distinct"),
+        **{f"user_{c}": stats.column(f"{c}_sum") for c in TYPE_COUNTS},
+        "user_avg_rating": stats.column("rating_mean"),
+        "user_purchase_rate": pc.divide(pc.cast(stats.column("n_purchase_sum"), pa.float64()),
+                                        pc.cast(total, pa.float64())),
+        "user_days_active": stats.column("day_count_distinct"),
+        "user_last_ts": pa.array(last, pa.int64()).cast(pa.timestamp("us")).cast(schemas.TIMESTAMP),
+        "user_recency_days": pa.array((cutoff_us - last) / MICROS_PER_DAY, pa.float64()),
+    }
+    return pa.table(columns).cast(schemas.USER_FEATURES)
+
+
+ITEM_PARTIALS = pa.schema(
+    [
+        pa.field("item_id", pa.string()),
+        pa.field("total", pa.int64()),
+        pa.field("unique_users", pa.int64()),
+        *[pa.field(c, pa.int64()) for c in TYPE_COUNTS],
+        pa.field("rating_sum", pa.float64()),
+        pa.field("rating_count", pa.int64()),
+    ]
+)
+
+
+def item_partials(train_events: pa.Table) -> pa.Table:
+    """Per-item sums over this batch's training events (see `ITEM_PARTIALS`).
+
+    Summing these across batches that hold disjoint users gives exact totals,
+    distinct-user counts included.
+    """
+    if train_events.num_rows == 0:
+        return ITEM_PARTIALS.empty_table()
+    table = _with_type_counts(train_events.select(["user_id", "item_id", "interaction_type", "rating"]))
+    stats = table.group_by("item_id").aggregate(
+        [("user_id", "count"), ("user_id", "count_distinct"), ("rating", "sum"), ("rating", "count")]
+        + [(c, "sum") for c in TYPE_COUNTS]
+    )
+    return pa.table(
+        {
+            "item_id": stats.column("item_id"),
+            "total": stats.column("user_id_count"),
+            "unique_users": stats.column("user_id_count_distinct"),
+            **{c: stats.column(f"{c}_sum") for c in TYPE_COUNTS},
+            "rating_sum": pc.fill_null(stats.column("rating_sum"), 0.0),
+            "rating_count": stats.column("rating_count"),
+        }
+    ).cast(ITEM_PARTIALS)
+
+
+def sum_item_partials(partials: pa.Table) -> pa.Table:
+    """Combine partials of the same item (from different batches) by summing."""
+    if partials.num_rows == 0:
+        return ITEM_PARTIALS.empty_table()
+    value_columns = [c for c in ITEM_PARTIALS.names if c != "item_id"]
+    summed = partials.group_by("item_id").aggregate([(c, "sum") for c in value_columns])
+    return summed.rename_columns(["item_id" if c == "item_id" else c.removesuffix("_sum")
+                                  for c in summed.column_names]).select(ITEM_PARTIALS.names)
+
+
+def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
+    """Final item features from summed partials and the number of distinct training users."""
+    p = summed_partials
+    total = pc.cast(p.column("total"), pa.float64())
+    n_view = pc.cast(p.column("n_view"), pa.float64())
+    rating_count = p.column("rating_count")
+    columns = {
+        "item_id": p.column("item_id"),
+        "item_total_interactions": p.column("total"),
+        "item_unique_users": p.column("unique_users"),
+        **{f"item_{c}": p.column(c) for c in TYPE_COUNTS},
+        "item_avg_rating": pc.if_else(pc.greater(rating_count, 0),
+                                      pc.divide(p.column("rating_sum"), pc.cast(rating_count, pa.float64())),
+                                      pa.scalar(None, pa.float64())),
+        "item_ctr": pc.if_else(pc.greater(n_view, 0), pc.divide(pc.cast(p.column("n_click"), pa.float64()), n_view),
+                               pa.scalar(None, pa.float64())),
+        "item_purchase_rate": pc.divide(pc.cast(p.column("n_purchase"), pa.float64()), total),
+        "item_popularity": pc.divide(pc.cast(p.column("unique_users"), pa.float64()), float(max(train_users, 1))),
+    }
+    return pa.table(columns).cast(schemas.ITEM_FEATURES).sort_by("item_id")
+
+
+def join_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
+    """Left-join user and item features onto rows; cold users and items get nulls."""
+    joined = rows.join(users, "user_id", join_type="left outer")
+    joined = joined.join(items, "item_id", join_type="left outer")
+    return joined

@@ -1,0 +1,93 @@
+"""Splitting events by time, with an exact global quantile computed from small summaries.
+
+The cutoff is the event-time quantile at 1 - test_fraction over the valid,
+de-duplicated events. It is computed exactly without collecting the timestamps:
+per-block (count, min, max) summaries, then per-block histograms, then only the
+values inside the one histogram bin that holds the quantile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+HISTOGRAM_BINS = 1 << 16
+
+
+def timestamp_micros(events: pa.Table) -> np.ndarray:
+    column = events.column("timestamp")
+    return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def time_summary(events: pa.Table) -> pa.Table:
+    """One row: count, min and max event time (microseconds) of this batch."""
+    ts = timestamp_micros(events)
+    if len(ts) == 0:
+        return pa.table({"count": [0], "min": pa.array([None], pa.int64()), "max": pa.array([None], pa.int64())})
+    return pa.table({"count": [len(ts)], "min": [int(ts.min())], "max": [int(ts.max())]})
+
+
+def bin_edges(lo: int, hi: int, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Integer bin edges covering [lo, hi] (the last edge is exclusive)."""
+    return np.unique(np.linspace(lo, hi + 1, bins + 1).astype(np.int64))
+
+
+def timestamp_histogram(events: pa.Table, edges: np.ndarray) -> pa.Table:
+    """Counts of this batch's event times per bin of `edges`, as one row."""
+    ts = timestamp_micros(events)
+    counts = np.bincount(np.searchsorted(edges, ts, side="right") - 1, minlength=len(edges) - 1)
+    return pa.table({"counts": [counts[: len(edges) - 1].astype(np.int64)]})
+
+
+def values_in_range(events: pa.Table, lo: int, hi: int) -> pa.Table:
+    """Event times in [lo, hi), for the final exact step of the quantile."""
+    ts = timestamp_micros(events)
+    return pa.table({"ts": ts[(ts >= lo) & (ts < hi)]})
+
+
+def quantile_rank(total: int, test_fraction: float) -> int:
+    """0-based rank of the cutoff: rows below it form the training window."""
+    return min(total - 1, max(0, int(np.floor((1.0 - test_fraction) * total))))
+
+
+def locate_rank(counts: np.ndarray, rank: int) -> tuple[int, int]:
+    """The bin holding the `rank`-th value and how many values lie in earlier bins."""
+    cumulative = np.cumsum(counts)
+    index = int(np.searchsorted(cumulative, rank, side="right"))
+    before = int(cumulative[index - 1]) if index > 0 else 0
+    return index, before
+
+
+def assign_split(events: pa.Table, cutoff_us: int | None, strategy: str = "time") -> pa.Table:
+    """Add a `split` column: "train" before the cutoff, "test" at or after it.
+
+    With strategy "leave_last_out" each user's own cutoff is the time of their
+    latest positive event (see `per_user_cutoffs`); `events` must then hold
+    whole users and a `_user_cutoff` column.
+    """
+    ts = timestamp_micros(events)
+    if strategy == "time":
+        is_test = ts >= cutoff_us
+    else:
+        user_cutoff = events.column("_user_cutoff").to_numpy(zero_copy_only=False)
+        is_test = ts >= user_cutoff
+    split = np.where(is_test, "test", "train")
+    return events.append_column("split", pa.array(split, pa.string()))
+
+
+def per_user_cutoffs(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Table:
+    """Leave-last-out: each user's latest positive event time becomes their cutoff.
+
+    Users with fewer than two positive events keep all their events for training.
+    """
+    positive = pc.is_in(events.column("interaction_type"), value_set=pa.array(positive_types))
+    ts = timestamp_micros(events)
+    table = pa.table({"user_id": events.column("user_id"), "ts": ts,
+                      "pos_ts": np.where(positive.to_numpy(zero_copy_only=False), ts, np.iinfo(np.int64).min),
+                      "pos": positive.cast(pa.int64())})
+    stats = table.group_by("user_id").aggregate([("pos_ts", "max"), ("pos", "sum")])
+    never = np.iinfo(np.int64).max
+    cutoff = np.where(stats.column("pos_sum").to_numpy() >= 2, stats.column("pos_ts_max").to_numpy(), never)
+    per_user = pa.table({"user_id": stats.column("user_id"), "_user_cutoff": cutoff})
+    return events.join(per_user, "user_id", join_type="left outer")
