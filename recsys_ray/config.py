@@ -121,6 +121,31 @@ class ApiConfig(Section):
     )
     max_rows_per_request: int = Field(default=10_000, ge=1)
     max_upload_bytes: int = Field(default=1 << 30, ge=1)
+    max_request_bytes: int = Field(
+        default=64 << 20, ge=1, description="Body limit of the JSON/NDJSON record endpoints"
+    )
+
+
+class ServeConfig(Section):
+    """The ingestion service on Ray Serve: listener, replicas, overload limits, write batching."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    num_replicas: int = Field(default=1, ge=1)
+    replica_cpus: float = Field(default=0.5, gt=0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    max_queued_requests: int = Field(default=256, ge=-1, description="-1 means unbounded")
+    overload_status: Literal[429, 503] = 503
+    retry_after_s: int = Field(default=1, ge=0)
+    batch_max_requests: int = Field(default=16, ge=1, description="Requests validated and written together")
+    batch_wait_s: float = Field(default=0.005, ge=0)
+    spool_dir: str | None = Field(default=None, description="Where upload bodies are spooled")
+    upload_chunk_rows: int = Field(default=1_000_000, ge=1, description="Rows validated at a time in file uploads")
+    access_log: bool = False
+    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_timeout_s: float = Field(default=30.0, gt=0)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class KafkaConfig(Section):
@@ -140,8 +165,19 @@ class KafkaConfig(Section):
     max_batch_records: int = Field(default=50_000, ge=1)
     max_batch_seconds: float = Field(default=5.0, gt=0)
     max_unreachable_seconds: float = Field(default=120.0, gt=0)
+    allowed_tenants: tuple[str, ...] = Field(
+        default=(), description="If set, messages naming another tenant_id go to the dead letters"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(default=10_000, ge=1)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1)
+    max_partition_fetch_bytes: int = Field(default=8 << 20, ge=1)
+    ssl_cafile: str | None = None
+    num_replicas: int = Field(default=1, ge=1, description="Consumers in the group (actors or Serve replicas)")
+    replica_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per consumer actor/replica")
 
-    @field_validator("topics", mode="before")
+    @field_validator("topics", "allowed_tenants", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -166,6 +202,7 @@ class RecsysConfig(BaseSettings):
     build: BuildConfig = BuildConfig()
     api: ApiConfig = ApiConfig()
     kafka: KafkaConfig = KafkaConfig()
+    serve: ServeConfig = ServeConfig()
 
     @classmethod
     def settings_customise_sources(

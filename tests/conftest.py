@@ -70,9 +70,8 @@ def s3_bucket(s3_endpoint):
     return name
 
 
-@pytest.fixture(scope="session")
-def ray_session(s3_endpoint):
-    """One local Ray instance for the whole test session (workers see the S3 endpoint)."""
+def start_shared_ray():
+    """Start the session's shared local Ray instance unless it is running (needs `s3_endpoint`'s env)."""
     import ray
 
     if not ray.is_initialized():
@@ -84,4 +83,41 @@ def ray_session(s3_endpoint):
                                       ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                        "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}},
         )
-    yield ray
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint):
+    """One local Ray instance for the whole test session (workers see the S3 endpoint)."""
+    yield start_shared_ray()
+
+
+@pytest.fixture(scope="session")
+def demo_build(ray_session, tmp_path_factory):
+    """Small `recsys-ray generate` inputs (with some duplicate events) and their build
+    on the shared Ray instance, made once: {"inputs", "build", "out", "manifest"}, where
+    `build` holds the BuildConfig fields used (minus `out`)."""
+    from recsys_ray import cli
+    from recsys_ray.config import RecsysConfig
+    from recsys_ray.pipeline import build_training_data
+
+    base = tmp_path_factory.mktemp("demo-build")
+    inputs = base / "raw"
+    assert cli.main(["generate", "--out", str(inputs), "--users", "300", "--items", "200",
+                     "--interactions", "5000", "--seed", "3", "--duplicate-fraction", "0.05"]) == 0
+    build = {"interactions": str(inputs / "interactions.parquet"), "items": str(inputs / "items.parquet"),
+             "version": "v1", "seed": 11, "shards": 3}
+    out = base / "v1"
+    manifest = build_training_data(RecsysConfig.load(build={**build, "out": str(out)}))
+    return {"inputs": inputs, "build": build, "out": out, "manifest": manifest}
+
+
+@pytest.fixture
+def without_shared_ray(ray_session):
+    """For a test that runs its own Ray cluster: the shared instance is shut down
+    before the test and started again, with the same arguments, after it."""
+    ray_session.shutdown()
+    yield
+    if ray_session.is_initialized():
+        ray_session.shutdown()
+    start_shared_ray()

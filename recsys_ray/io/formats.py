@@ -9,9 +9,10 @@ problems are left to `recsys_ray.validation`.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -205,6 +206,76 @@ def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression=compression)
     return sink.getvalue()
+
+
+def iter_decode_file(path: str, fmt: Format, dataset: str | None = None, *,
+                     chunk_rows: int = 1_000_000) -> Iterator[pa.Table]:
+    """Decode a local file as tables of about `chunk_rows` rows, same values as `decode`.
+
+    CSV and Parquet are read incrementally, so memory follows the chunk size,
+    not the file size; JSON and NDJSON are decoded whole. File-level problems
+    raise `InputError`, possibly after earlier chunks were yielded.
+    """
+    if fmt == "csv":
+        yield from _iter_csv(path, dataset, chunk_rows)
+    elif fmt == "parquet":
+        yield from _iter_parquet(path, chunk_rows)
+    else:
+        yield decode(pa.memory_map(path).read_buffer(), fmt, dataset)
+
+
+def _iter_csv(path: str, dataset: str | None, chunk_rows: int) -> Iterator[pa.Table]:
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if not head:
+        raise InputError("empty_body", "CSV input is empty (no header row)")
+    _reject_binary(head, "CSV")
+    # Every column is read as text (as `decode_csv` does for contract columns), so a
+    # later block cannot contradict a type guessed from the first one.
+    try:
+        header_line = head.split(b"\n", 1)[0].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError("invalid_utf8", f"cannot parse CSV: header is not valid UTF-8 (byte {exc.start})") from exc
+    names = next(csv.reader([header_line]), [])
+    column_types = {**{name: pa.string() for name in names}, **_string_columns(dataset)}
+    try:
+        # Blocks of roughly `chunk_rows` rows (at ~64 bytes a row), between 4 KiB and 16 MiB.
+        block_size = min(16 << 20, max(4 << 10, chunk_rows * 64))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=False),
+        )
+        pending: list[pa.RecordBatch] = []
+        rows, chunks = 0, 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_rows:
+                yield pa.Table.from_batches(pending)
+                pending, rows, chunks = [], 0, chunks + 1
+        if pending or chunks == 0:
+            yield pa.Table.from_batches(pending, schema=reader.schema)
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
+        raise InputError(code, f"cannot parse CSV: {message}") from exc
+
+
+def _iter_parquet(path: str, chunk_rows: int) -> Iterator[pa.Table]:
+    source = pa.memory_map(path)
+    size = source.size()
+    if size < 12 or source.read_at(4, 0) != PARQUET_MAGIC or source.read_at(4, size - 4) != PARQUET_MAGIC:
+        raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
+    try:
+        parquet = pq.ParquetFile(source)
+        if parquet.metadata.num_rows == 0:
+            yield parquet.schema_arrow.empty_table()
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError("invalid_parquet", f"cannot read Parquet: {exc}") from exc
 
 
 def _union_keys(records: list[dict[str, Any]]) -> list[str]:

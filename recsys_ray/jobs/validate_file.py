@@ -1,0 +1,178 @@
+"""Validate a file without writing anything: `recsys-ray validate FILE --dataset interactions`.
+
+The file is decoded by the same decoder and checked by the same validator as
+HTTP uploads, Kafka messages and the batch build, so the report says exactly
+which rows those would quarantine and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from recsys_ray import hashing, validation
+from recsys_ray.config import RecsysConfig
+from recsys_ray.io import formats, storage
+from recsys_ray.io.formats import InputError
+from recsys_ray.schemas import DATASETS
+
+HELP = (
+    "Validate a local or s3:// file as interactions or items and print what would be accepted, "
+    "rejected (by reason) and dropped as duplicates, plus the first rejected rows. Nothing is "
+    "written. Rows are numbered from 0, not counting a CSV header. Exit status: 0 when every row "
+    "is valid (duplicates allowed), 1 when some rows would be rejected, 2 when the file cannot "
+    "be read as the dataset at all (missing, unknown format, not decodable, required columns "
+    "absent); the reason is printed to stderr."
+)
+PARQUET_BATCH_ROWS = 1_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="the file to check: a local path or s3:// URI")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="what the file holds")
+    parser.add_argument("--format", choices=formats.FORMATS, help="file format (default: from the file name)")
+    parser.add_argument("--errors", type=int, default=10, metavar="N",
+                        help="how many rejected rows to show (default %(default)s)")
+    parser.add_argument("--config", help="YAML config file (validation limits, storage endpoint)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@dataclass
+class FileReport:
+    """What validating one file found."""
+
+    file: str
+    dataset: str
+    format: str
+    rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.rejected else 0
+
+    def text(self) -> str:
+        unique = self.valid - self.duplicates
+        what = "repeated events" if self.dataset == "interactions" else "repeated item ids, last kept"
+        lines = [
+            f"{self.file} ({self.format}, {self.dataset})",
+            f"  rows      {self.rows:>12,}",
+            f"  valid     {self.valid:>12,}  ({unique:,} unique; {self.duplicates:,} {what})",
+            f"  rejected  {self.rejected:>12,}",
+        ]
+        width = max((len(r) for r in self.rejected_by_reason), default=0)
+        for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    {reason:<{width}}  {count:>10,}")
+        if self.errors:
+            lines.append(f"  first {len(self.errors)} rejected row(s):")
+            for error in self.errors:
+                original = error["original"]
+                if len(original) > 160:
+                    original = original[:157] + "..."
+                lines.append(f"    row {error['row']}: {error['reason']} ({error['field']}): {error['message']}")
+                lines.append(f"      {original}")
+        return "\n".join(lines)
+
+
+def validate_file(uri: str, dataset: str, cfg: RecsysConfig, fmt: str | None = None, *,
+                  max_errors: int = 10) -> FileReport:
+    """Decode and validate the file at `uri` as `dataset` with `cfg` (a RecsysConfig).
+
+    Raises `InputError` when the file as a whole cannot be read as `dataset`.
+    """
+    options = storage.StorageOptions.from_config(cfg.storage)
+    fmt = fmt or formats.format_from_path(uri)
+    if fmt is None:
+        raise InputError("unsupported_format", f"cannot tell the format of {uri} from its name; "
+                                 f"pass --format ({', '.join(formats.FORMATS)})")
+    if not storage.exists(uri, options):
+        raise InputError("not_found", f"no such file: {uri}")
+    report = FileReport(file=uri, dataset=dataset, format=fmt)
+    # One accepted time window for the whole file, however many batches it is read in.
+    vcfg = cfg.validation.model_copy(update={"max_timestamp": cfg.validation.time_range()[1]})
+    key_column = "event_id" if dataset == "interactions" else "item_id"
+    keys: list[np.ndarray] = []
+    for table in _decoded_batches(uri, fmt, dataset, options):
+        missing = validation.missing_columns(table.schema, dataset)
+        if missing:
+            raise InputError(
+                "missing_columns", f"{uri} has no column(s) {missing} required for {dataset}; "
+                f"its columns are {table.column_names}", {"missing": missing})
+        result = validation.validate(table, dataset, vcfg, source=uri, row_offset=report.rows)
+        report.rows += table.num_rows
+        report.valid += result.valid.num_rows
+        report.rejected += result.rejected.num_rows
+        for reason, count in result.reason_counts.items():
+            report.rejected_by_reason[reason] = report.rejected_by_reason.get(reason, 0) + count
+        room = max_errors - len(report.errors)
+        if room > 0 and result.rejected.num_rows:
+            head = result.rejected.slice(0, room).select(["row", "reason", "field", "message", "original"])
+            report.errors.extend(head.to_pylist())
+        keys.append(hashing.hash_strings(result.valid.column(key_column)))
+    if keys:
+        all_keys = np.concatenate(keys)
+        report.duplicates = int(len(all_keys) - len(np.unique(all_keys)))
+    return report
+
+
+def _decoded_batches(uri: str, fmt: str, dataset: str, options: storage.StorageOptions) -> Iterator[pa.Table]:
+    """The file as tables: Parquet a row group batch at a time, text formats whole."""
+    if fmt != "parquet":
+        yield formats.decode(storage.read_bytes(uri, options), fmt, dataset)
+        return
+    fs, path = storage.resolve(uri, options)
+    with fs.open_input_file(path) as source:
+        size = source.size()
+        if size < 12 or source.read_at(4, 0) != formats.PARQUET_MAGIC \
+                or source.read_at(4, size - 4) != formats.PARQUET_MAGIC:
+            raise InputError("invalid_parquet", f"{uri} is not a Parquet file (missing PAR1 magic bytes)")
+        try:
+            parquet = pq.ParquetFile(source)
+            if parquet.metadata.num_rows == 0:
+                yield parquet.schema_arrow.empty_table()
+                return
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                yield pa.Table.from_batches([batch])
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError("invalid_parquet", f"cannot read Parquet {uri}: {exc}") from exc
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = RecsysConfig.load(args.config)
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = validate_file(args.file, args.dataset, cfg, args.format, max_errors=max(args.errors, 0))
+    except InputError as exc:
+        if args.json:
+            print(json.dumps({"file": args.file, "dataset": args.dataset,
+                              "error": {"code": exc.code, "message": exc.message, "details": exc.details}},
+                             indent=2, default=str))
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(report), indent=2, default=str) if args.json else report.text())
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.validate_file", description=HELP)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,63 @@
+"""Upload events published to a real Kafka-protocol broker (Tansu) by the ingestion service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from tests.integration.kafka_broker import kafka_broker  # noqa: F401 (pytest fixture)
+from tests.integration.serve_support import deploy, undeploy
+
+
+@pytest.fixture(scope="module")
+def events_topic(kafka_broker):  # noqa: F811
+    topic = f"recsys.uploads.{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=1)
+    return topic
+
+
+async def _read_events(bootstrap: str, topic: str, count: int) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        events: list[dict] = []
+        while len(events) < count:
+            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 60)
+            for messages in batch.values():
+                events.extend({"key": m.key.decode(), **json.loads(m.value)} for m in messages)
+        return events
+    finally:
+        await consumer.stop()
+
+
+def test_each_landed_upload_publishes_an_event(ray_session, kafka_broker, events_topic, tmp_path):  # noqa: F811
+    svc = deploy("ingest-kafka", str(tmp_path),
+                 kafka={"bootstrap_servers": kafka_broker.bootstrap, "events_topic": events_topic})
+    try:
+        records = svc.client("acme").post("/v1/interactions", json=[
+            {"user_id": "u1", "item_id": "i1", "interaction_type": "click", "timestamp": "2024-05-01T00:00:00Z"},
+            {"user_id": "u1", "item_id": "", "interaction_type": "click", "timestamp": "2024-05-01T00:00:00Z"},
+        ]).json()
+        upload = svc.client("globex").post("/v1/uploads/items", content=b"item_id,title\na,A\nb,B\n",
+                                           headers={"Content-Type": "text/csv"}).json()
+        rejected_only = svc.client("acme").post("/v1/validate/items", json=[{"item_id": "x", "title": "X"}])
+        assert rejected_only.status_code == 200
+    finally:
+        undeploy(svc)
+
+    events = asyncio.run(_read_events(kafka_broker.bootstrap, events_topic, 2))
+    by_upload = {e["upload_id"]: e for e in events}
+    assert set(by_upload) == {records["upload_id"], upload["upload_id"]}, "validate must not publish"
+    first = by_upload[records["upload_id"]]
+    assert (first["key"], first["tenant"], first["dataset"], first["accepted"], first["rejected"]) == \
+        ("acme", "acme", "interactions", 1, 1)
+    assert first["objects"] == records["objects"]
+    second = by_upload[upload["upload_id"]]
+    assert (second["tenant"], second["dataset"], second["accepted"], second["objects"]) == \
+        ("globex", "items", 2, upload["objects"])
