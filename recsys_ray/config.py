@@ -9,14 +9,15 @@ down as a frozen value; nothing reads settings from module globals.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys_ray.schemas import INTERACTION_TYPES
 
@@ -65,8 +66,8 @@ class ValidationConfig(Section):
 class BuildConfig(Section):
     """Options of one training-data build; all of them land in the manifest."""
 
-    interactions: list[str] = Field(default_factory=list)
-    items: list[str] = Field(default_factory=list)
+    interactions: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    items: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tenant: str | None = None
     out: str | None = None
     version: str | None = None
@@ -74,7 +75,7 @@ class BuildConfig(Section):
     negatives: int = Field(default=4, ge=0, le=1000)
     sampling: Literal["uniform", "popularity"] = "uniform"
     popularity_alpha: float = Field(default=0.75, ge=0.0, le=4.0)
-    positive_types: tuple[str, ...] = ("click", "like", "add_to_cart", "purchase")
+    positive_types: Annotated[tuple[str, ...], NoDecode] = ("click", "like", "add_to_cart", "purchase")
     split_strategy: Literal["time", "leave_last_out"] = "time"
     test_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     cutoff: datetime | None = None
@@ -85,16 +86,12 @@ class BuildConfig(Section):
     @field_validator("interactions", "items", mode="before")
     @classmethod
     def _split_uris(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part for part in value.split(",") if part]
-        return value
+        return _string_list(value)
 
     @field_validator("positive_types", mode="before")
     @classmethod
     def _positive_types(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        value = tuple(str(v).lower() for v in value)
+        value = tuple(str(v).lower() for v in _string_list(value))
         unknown = sorted(set(value) - set(INTERACTION_TYPES))
         if unknown:
             raise ValueError(f"unknown interaction types {unknown}; known: {list(INTERACTION_TYPES)}")
@@ -152,7 +149,7 @@ class KafkaConfig(Section):
     """Kafka connection and consumer behaviour; unset bootstrap servers mean no Kafka."""
 
     bootstrap_servers: str | None = None
-    topics: tuple[str, ...] = ("recsys.interactions",)
+    topics: Annotated[tuple[str, ...], NoDecode] = ("recsys.interactions",)
     group_id: str = "recsys-ray"
     default_tenant: str | None = None
     topic_tenants: dict[str, str] = Field(default_factory=dict)
@@ -165,7 +162,7 @@ class KafkaConfig(Section):
     max_batch_records: int = Field(default=50_000, ge=1)
     max_batch_seconds: float = Field(default=5.0, gt=0)
     max_unreachable_seconds: float = Field(default=120.0, gt=0)
-    allowed_tenants: tuple[str, ...] = Field(
+    allowed_tenants: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="If set, messages naming another tenant_id go to the dead letters"
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -180,9 +177,7 @@ class KafkaConfig(Section):
     @field_validator("topics", "allowed_tenants", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return _string_list(value)
 
 
 class RecsysConfig(BaseSettings):
@@ -238,6 +233,16 @@ class RecsysConfig(BaseSettings):
         from_env = cls().model_dump(exclude_unset=True)
         merged = _deep_merge(_deep_merge(data, from_env), _drop_none(overrides))
         return cls.model_validate(merged)
+
+
+def _string_list(value: Any) -> Any:
+    """Accept a list, a JSON array string or a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 def _drop_none(value: Any) -> Any:

@@ -122,16 +122,20 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
 
 
 def decode_ndjson(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
-    if len(bytes(data[:1 << 16]).strip()) == 0 and len(bytes(data).strip()) == 0:
+    if len(bytes(data).strip()) == 0:
         return _empty_input_table(dataset)
     _reject_binary(data, "NDJSON")
+    text = _utf8(data)  # Arrow's JSON reader does not reject invalid UTF-8 itself
+    # Text fields stay text: an id such as "2024-01-01" must not be inferred as a date.
+    text_fields = pa.schema([(name, pa.string()) for name in _string_columns(dataset)
+                             if name not in ("timestamp", "rating", "price")])
     try:
         return pajson.read_json(
-            pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=16 << 20)
+            pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=16 << 20),
+            parse_options=pajson.ParseOptions(explicit_schema=text_fields, unexpected_field_behavior="infer"),
         )
     except pa.ArrowInvalid:
         pass  # mixed value types or a bad line: the careful path says exactly what is wrong
-    text = _utf8(data)
     records = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
