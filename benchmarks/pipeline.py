@@ -1,0 +1,170 @@
+"""Benchmark the training-data build against a single-process baseline.
+
+For each size: generate N synthetic interactions (Parquet), then in the same run
+on the same files
+  * the Ray build (`recsys-ray build`, a fresh local Ray started inside the timing),
+  * the baseline: the same stages run in one process with pyarrow + NumPy, no Ray.
+Prints wall time per stage, interactions per second and peak resident memory
+(Ray: the sum over the driver and every Ray process it started, sampled every
+0.2 s; baseline: the process's max RSS). Each run is a separate process.
+
+    ./run bench pipeline --sizes 1000000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+
+def run_ray_build(inter: str, items: str, out: str) -> dict:
+    started = time.perf_counter()
+    peak = {"rss": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak["rss"] = max(peak["rss"], total)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    import ray
+
+    from recsys_ray.config import RecsysConfig
+    from recsys_ray.pipeline import build_training_data
+
+    ray.init(log_to_driver=False, include_dashboard=False)
+    init_s = time.perf_counter() - started
+    manifest = build_training_data(RecsysConfig.load(build={"interactions": inter, "items": items, "out": out,
+                                                            "version": "bench"}))
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    ray.shutdown()
+    return {"wall_s": round(wall, 2), "ray_init_s": round(init_s, 2), "stages_s": manifest["timings_s"],
+            "peak_rss_mb": round(peak["rss"] / 2**20), "counts": manifest["counts"]}
+
+
+def run_baseline(inter: str, items: str, out: str) -> dict:
+    """The same job in one process: the pure stages over the whole table."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from recsys_ray import validation
+    from recsys_ray.config import BuildConfig, ValidationConfig
+    from recsys_ray.io import storage
+    from recsys_ray.stages import examples, features, split
+
+    b = BuildConfig()
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def mark(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        stages[name] = round(now - t, 2)
+        t = now
+
+    started = t
+    lo, hi = ValidationConfig().time_range()
+    vcfg = ValidationConfig(max_timestamp=hi)
+    result = validation.validate(pq.read_table(inter), "interactions", vcfg)
+    catalog, _ = validation.deduplicate_items(validation.validate(pq.read_table(items), "items", vcfg).valid)
+    mark("validate")
+    events, _ = validation.deduplicate_events(result.valid)
+    mark("dedup")
+    ts = np.sort(split.timestamp_micros(events))
+    cutoff = int(ts[split.quantile_rank(len(ts), b.test_fraction)])
+    mark("cutoff")
+    with_split = split.assign_split(events, cutoff)
+    train = with_split.filter(pc.equal(with_split.column("split"), "train"))
+    users = features.user_features(train, cutoff)
+    summed = features.item_partials(train)
+    item_table = features.item_features(summed, users.num_rows)
+    mark("features")
+    candidates = examples.make_candidates(pc.unique(catalog.column("item_id")), None, b.sampling,
+                                          b.popularity_alpha)
+    rows = examples.build_examples(events, cutoff_us=cutoff, strategy="time", positive_types=b.positive_types,
+                                   candidates=candidates, item_features=item_table, negatives=b.negatives,
+                                   seed=b.seed)
+    mark("examples")
+    counts = rows.group_by("split").aggregate([("split", "count")])
+    shards = {s: max(1, int(np.ceil(n / b.rows_per_shard)))
+              for s, n in zip(counts.column("split").to_pylist(), counts.column("split_count").to_pylist())}
+    rows = examples.assign_shards(rows, shards, b.seed)
+    keys = rows.select(["split", "_shard"]).group_by(["split", "_shard"]).aggregate([])
+    for name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
+        part = rows.filter(pc.and_(pc.equal(rows.column("split"), name), pc.equal(rows.column("_shard"), shard)))
+        storage.write_table(f"{out}/{name}/part-{shard:05d}.parquet", examples.order_shard(part))
+    mark("shuffle_and_write")
+    return {"wall_s": round(time.perf_counter() - started, 2), "stages_s": stages,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rows": rows.num_rows}
+
+
+def child(kind: str, inter: str, items: str, out: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", kind, inter, items, out],
+                            capture_output=True, text=True, env={**os.environ, "RECSYS_PROGRESS": "0"})
+    if result.returncode != 0:
+        raise RuntimeError(f"{kind} run failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, inter, items, out = args.child
+        fn = run_ray_build if kind == "ray" else run_baseline
+        print(json.dumps(fn(inter, items, out)))
+        return
+
+    from recsys_ray import synthetic
+    from recsys_ray.jobs.generate import write_synthetic
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as work:
+        for n in args.sizes:
+            data = os.path.join(work, f"in-{n}")
+            write_synthetic(synthetic.SyntheticConfig(interactions=n, users=max(1000, n // 10),
+                                                      items=max(500, n // 50)), data)
+            inter, items = f"{data}/interactions.parquet", f"{data}/items.parquet"
+            ray_result = child("ray", inter, items, os.path.join(work, f"ray-{n}"))
+            base = child("baseline", inter, items, os.path.join(work, f"base-{n}"))
+            print(f"\n== {n:,} interactions ==")
+            print(f"ray build : {ray_result['wall_s']:8.2f} s  ({n / ray_result['wall_s']:,.0f} interactions/s, "
+                  f"incl. Ray start {ray_result['ray_init_s']} s)  peak RSS {ray_result['peak_rss_mb']:,} MB")
+            print(f"  stages  : {ray_result['stages_s']}")
+            print(f"baseline  : {base['wall_s']:8.2f} s  ({n / base['wall_s']:,.0f} interactions/s)  "
+                  f"peak RSS {base['peak_rss_mb']:,} MB")
+            print(f"  stages  : {base['stages_s']}")
+            print(f"ratio ray/baseline wall: {ray_result['wall_s'] / base['wall_s']:.2f}x; "
+                  f"memory: {ray_result['peak_rss_mb'] / base['peak_rss_mb']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
