@@ -76,6 +76,7 @@ def start_shared_ray():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join another cluster running on this machine
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
