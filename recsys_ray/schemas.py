@@ -52,7 +52,9 @@ QUARANTINE = pa.schema(
     ]
 )
 
-REJECT_REASONS: tuple[str, ...] = (
+# Reasons an interaction row can be rejected for; the rest of REJECT_REASONS apply to items
+# (price) or to values of an unsupported type (bad_payload).
+INTERACTION_REASONS: tuple[str, ...] = (
     "missing_field",
     "id_too_long",
     "unknown_interaction_type",
@@ -60,6 +62,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "timestamp_out_of_range",
     "bad_rating",
     "rating_out_of_range",
+)
+REJECT_REASONS: tuple[str, ...] = (
+    *INTERACTION_REASONS,
     "bad_price",
     "price_out_of_range",
     "bad_payload",

@@ -63,17 +63,7 @@ ADJECTIVES: tuple[str, ...] = (
     "Smart", "Travel", "Ultra", "Vintage",
 )
 
-# The reasons an interaction row can be rejected for (the rest apply to items only).
-INTERACTION_REASONS: tuple[str, ...] = (
-    "missing_field",
-    "id_too_long",
-    "unknown_interaction_type",
-    "bad_timestamp",
-    "timestamp_out_of_range",
-    "bad_rating",
-    "rating_out_of_range",
-)
-assert set(INTERACTION_REASONS) <= set(schemas.REJECT_REASONS)
+INTERACTION_REASONS = schemas.INTERACTION_REASONS
 
 # One defect per dirty row: (column, replacement) variants per reason. None is a null.
 # Values avoid the texts a CSV reader takes for null ("NA", "n/a", "null", ...).
