@@ -108,11 +108,11 @@ def run_baseline(inter: str, items: str, out: str) -> dict:
                                    candidates=candidates, item_features=item_table, negatives=b.negatives,
                                    seed=b.seed)
     mark("examples")
-    counts = rows.group_by("split").aggregate([("split", "count")])
+    counts = rows.group_by("split", use_threads=False).aggregate([("split", "count")])
     shards = {s: max(1, int(np.ceil(n / b.rows_per_shard)))
               for s, n in zip(counts.column("split").to_pylist(), counts.column("split_count").to_pylist())}
     rows = examples.assign_shards(rows, shards, b.seed)
-    keys = rows.select(["split", "_shard"]).group_by(["split", "_shard"]).aggregate([])
+    keys = rows.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
     for name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
         part = rows.filter(pc.and_(pc.equal(rows.column("split"), name), pc.equal(rows.column("_shard"), shard)))
         storage.write_table(f"{out}/{name}/part-{shard:05d}.parquet", examples.order_shard(part))

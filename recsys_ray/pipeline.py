@@ -428,7 +428,7 @@ def _candidates(catalog: pa.Table | None, summed: pa.Table, b) -> examples.Candi
 
 def _label_counts(built) -> dict[tuple[str, int], int]:
     def count(batch: pa.Table) -> pa.Table:
-        grouped = batch.group_by(["split", "label"]).aggregate([("label", "count")])
+        grouped = batch.group_by(["split", "label"], use_threads=False).aggregate([("label", "count")])
         return grouped.rename_columns(["split", "label", "rows"])
 
     totals: dict[tuple[str, int], int] = {}
@@ -440,7 +440,7 @@ def _label_counts(built) -> dict[tuple[str, int], int]:
 
 def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions) -> pa.Table:
     """Write every (split, shard) group of this batch as one Parquet file; return (split, shard, path, rows)."""
-    keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"]).aggregate([])
+    keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
     meta = {"split": [], "shard": [], "path": [], "rows": []}
     for split_name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
         rows = batch.filter(pc.and_(pc.equal(batch.column("split"), split_name),

@@ -36,7 +36,7 @@ class ValidationResult:
 def reason_counts(rejected: pa.Table) -> dict[str, int]:
     if rejected.num_rows == 0:
         return {}
-    counts = rejected.group_by("reason").aggregate([("reason", "count")])
+    counts = rejected.group_by("reason", use_threads=False).aggregate([("reason", "count")])
     return dict(zip(counts["reason"].to_pylist(), counts["reason_count"].to_pylist()))
 
 

@@ -68,7 +68,7 @@ def select_positives(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Ta
     """One positive per (user, item, split): the latest event of a positive type."""
     mask = pc.is_in(events.column("interaction_type"), value_set=pa.array(positive_types))
     positive = events.filter(mask).select(["user_id", "item_id", "split", "timestamp"])
-    latest = positive.group_by(["user_id", "item_id", "split"]).aggregate([("timestamp", "max")])
+    latest = positive.group_by(["user_id", "item_id", "split"], use_threads=False).aggregate([("timestamp", "max")])
     return latest.rename_columns(["user_id", "item_id", "split", "timestamp"])
 
 

@@ -32,7 +32,7 @@ def user_features(train_events: pa.Table, cutoff_us: int) -> pa.Table:
     ts = timestamp_micros(train_events)
     table = _with_type_counts(train_events.select(["user_id", "item_id", "interaction_type", "rating"]))
     table = table.append_column("ts", pa.array(ts)).append_column("day", pa.array(ts // MICROS_PER_DAY))
-    stats = table.group_by("user_id").aggregate(
+    stats = table.group_by("user_id", use_threads=False).aggregate(
         [("item_id", "count"), ("item_id", "count_distinct"), ("rating", "mean"),
          ("day", "count_distinct"), ("ts", "max")]
         + [(c, "sum") for c in TYPE_COUNTS]
@@ -75,7 +75,7 @@ def item_partials(train_events: pa.Table) -> pa.Table:
     if train_events.num_rows == 0:
         return ITEM_PARTIALS.empty_table()
     table = _with_type_counts(train_events.select(["user_id", "item_id", "interaction_type", "rating"]))
-    stats = table.group_by("item_id").aggregate(
+    stats = table.group_by("item_id", use_threads=False).aggregate(
         [("user_id", "count"), ("user_id", "count_distinct"), ("rating", "sum"), ("rating", "count")]
         + [(c, "sum") for c in TYPE_COUNTS]
     )
@@ -96,7 +96,7 @@ def sum_item_partials(partials: pa.Table) -> pa.Table:
     if partials.num_rows == 0:
         return ITEM_PARTIALS.empty_table()
     value_columns = [c for c in ITEM_PARTIALS.names if c != "item_id"]
-    summed = partials.group_by("item_id").aggregate([(c, "sum") for c in value_columns])
+    summed = partials.group_by("item_id", use_threads=False).aggregate([(c, "sum") for c in value_columns])
     return summed.rename_columns(["item_id" if c == "item_id" else c.removesuffix("_sum")
                                   for c in summed.column_names]).select(ITEM_PARTIALS.names)
 
@@ -125,6 +125,6 @@ def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
 
 def join_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
     """Left-join user and item features onto rows; cold users and items get nulls."""
-    joined = rows.join(users, "user_id", join_type="left outer")
-    joined = joined.join(items, "item_id", join_type="left outer")
+    joined = rows.join(users, "user_id", join_type="left outer", use_threads=False)
+    joined = joined.join(items, "item_id", join_type="left outer", use_threads=False)
     return joined

@@ -86,8 +86,8 @@ def per_user_cutoffs(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Ta
     table = pa.table({"user_id": events.column("user_id"), "ts": ts,
                       "pos_ts": np.where(positive.to_numpy(zero_copy_only=False), ts, np.iinfo(np.int64).min),
                       "pos": positive.cast(pa.int64())})
-    stats = table.group_by("user_id").aggregate([("pos_ts", "max"), ("pos", "sum")])
+    stats = table.group_by("user_id", use_threads=False).aggregate([("pos_ts", "max"), ("pos", "sum")])
     never = np.iinfo(np.int64).max
     cutoff = np.where(stats.column("pos_sum").to_numpy() >= 2, stats.column("pos_ts_max").to_numpy(), never)
     per_user = pa.table({"user_id": stats.column("user_id"), "_user_cutoff": cutoff})
-    return events.join(per_user, "user_id", join_type="left outer")
+    return events.join(per_user, "user_id", join_type="left outer", use_threads=False)
