@@ -41,10 +41,7 @@ class KafkaConsumerActor:
         return self._loop.health()
 
     async def check_health(self) -> None:
-        """Raise if the loop died or the broker has been unreachable too long."""
-        status = self._loop.health()
-        if not status["healthy"]:
-            raise RuntimeError(status["reason"])
+        self._loop.raise_if_unhealthy()
 
     async def snapshot(self) -> dict[str, Any]:
         return self._loop.snapshot()

@@ -421,6 +421,12 @@ class KafkaIngestLoop:
                         "buffered": len(state.records), "highwater": highwater, "lag": lag})
         return out
 
+    def raise_if_unhealthy(self) -> None:
+        """Raise if the loop died or the broker has been unreachable too long (for Ray health checks)."""
+        status = self.health()
+        if not status["healthy"]:
+            raise RuntimeError(status["reason"])
+
     def health(self) -> dict[str, Any]:
         """`healthy` is False once the loop has died or the broker stayed unreachable too long."""
         now = time.monotonic()

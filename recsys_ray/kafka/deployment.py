@@ -48,9 +48,7 @@ class KafkaConsumerDeployment:
         self._metrics = asyncio.get_running_loop().create_task(export_forever(self._loop))
 
     async def check_health(self) -> None:
-        status = self._loop.health()
-        if not status["healthy"]:
-            raise RuntimeError(status["reason"])
+        self._loop.raise_if_unhealthy()
 
     async def snapshot(self) -> dict[str, Any]:
         return self._loop.snapshot()
