@@ -5,8 +5,9 @@ on the same files
   * the Ray build (`recsys-ray build`, a fresh local Ray started inside the timing),
   * the baseline: the same stages run in one process with pyarrow + NumPy, no Ray.
 Prints wall time per stage, interactions per second and peak resident memory
-(Ray: the sum over the driver and every Ray process it started, sampled every
-0.2 s; baseline: the process's max RSS). Each run is a separate process.
+(Ray: proportional set size summed over the driver and every Ray process it
+started, sampled every 0.2 s, with summed RSS beside it; baseline: the
+process's max RSS). Each run is a separate process.
 
     ./run bench pipeline --sizes 1000000 10000000
 """
@@ -29,19 +30,25 @@ import psutil
 
 def run_ray_build(inter: str, items: str, out: str) -> dict:
     started = time.perf_counter()
-    peak = {"rss": 0}
+    peak = {"rss": 0, "pss": 0}
     stop = threading.Event()
 
     def sample() -> None:
+        # PSS splits each shared page (object store, libraries) among the
+        # processes mapping it, so the sum is the memory actually in use;
+        # summed RSS counts a shared page once per process.
         me = psutil.Process()
         while not stop.is_set():
-            total = 0
+            rss = pss = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    info = proc.memory_full_info()
                 except psutil.Error:
-                    pass
-            peak["rss"] = max(peak["rss"], total)
+                    continue
+                rss += info.rss
+                pss += info.pss
+            peak["rss"] = max(peak["rss"], rss)
+            peak["pss"] = max(peak["pss"], pss)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -51,7 +58,9 @@ def run_ray_build(inter: str, items: str, out: str) -> dict:
     from recsys_ray.config import RecsysConfig
     from recsys_ray.pipeline import build_training_data
 
-    ray.init(log_to_driver=False, include_dashboard=False)
+    from recsys_ray.runtime import ensure_ray
+
+    ensure_ray()
     init_s = time.perf_counter() - started
     manifest = build_training_data(RecsysConfig.load(build={"interactions": inter, "items": items, "out": out,
                                                             "version": "bench"}))
@@ -60,7 +69,8 @@ def run_ray_build(inter: str, items: str, out: str) -> dict:
     sampler.join()
     ray.shutdown()
     return {"wall_s": round(wall, 2), "ray_init_s": round(init_s, 2), "stages_s": manifest["timings_s"],
-            "peak_rss_mb": round(peak["rss"] / 2**20), "counts": manifest["counts"]}
+            "peak_rss_mb": round(peak["rss"] / 2**20), "peak_pss_mb": round(peak["pss"] / 2**20),
+            "counts": manifest["counts"]}
 
 
 def run_baseline(inter: str, items: str, out: str) -> dict:
@@ -157,13 +167,14 @@ def main() -> None:
             base = child("baseline", inter, items, os.path.join(work, f"base-{n}"))
             print(f"\n== {n:,} interactions ==")
             print(f"ray build : {ray_result['wall_s']:8.2f} s  ({n / ray_result['wall_s']:,.0f} interactions/s, "
-                  f"incl. Ray start {ray_result['ray_init_s']} s)  peak RSS {ray_result['peak_rss_mb']:,} MB")
+                  f"incl. Ray start {ray_result['ray_init_s']} s)  peak PSS {ray_result['peak_pss_mb']:,} MB "
+                  f"(summed RSS {ray_result['peak_rss_mb']:,} MB)")
             print(f"  stages  : {ray_result['stages_s']}")
             print(f"baseline  : {base['wall_s']:8.2f} s  ({n / base['wall_s']:,.0f} interactions/s)  "
                   f"peak RSS {base['peak_rss_mb']:,} MB")
             print(f"  stages  : {base['stages_s']}")
             print(f"ratio ray/baseline wall: {ray_result['wall_s'] / base['wall_s']:.2f}x; "
-                  f"memory: {ray_result['peak_rss_mb'] / base['peak_rss_mb']:.2f}x")
+                  f"memory (Ray peak PSS / baseline peak RSS): {ray_result['peak_pss_mb'] / base['peak_rss_mb']:.2f}x")
 
 
 if __name__ == "__main__":

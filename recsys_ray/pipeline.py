@@ -35,6 +35,7 @@ from ray.data import DataContext
 from recsys_ray import __version__, schemas, validation
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io import formats, layout, storage
+from recsys_ray.runtime import ensure_ray
 from recsys_ray.stages import batch as batch_stage
 from recsys_ray.stages import examples, features, split
 
@@ -114,8 +115,7 @@ def _list_inputs(uris: list[str], options: storage.StorageOptions, required: boo
 
 def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
     """Run the whole build on the current Ray cluster (or a local one) and return the manifest."""
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    ensure_ray()
     plan = plan_build(cfg)
     timer = StageTimer()
     created_at = datetime.now(timezone.utc)
@@ -127,6 +127,8 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
     ctx = DataContext.get_current()
     # Blocks that hold whole users must never be sliced by the block-size limit.
     ctx.target_max_block_size = None
+    if os.environ.get("XV1"):
+        ctx.use_datasource_v2 = False
     ctx.enable_progress_bars = os.environ.get("RECSYS_PROGRESS", "1") != "0"
 
     with timer.stage("prepare_output"):
@@ -176,34 +178,26 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
         counts["items"] = catalog_counts
         candidates = _candidates(catalog, summed, b)
 
-    with timer.stage("examples"):
-        built = events.map_batches(
-            examples.build_examples,
-            batch_size=None,
-            batch_format="pyarrow",
-            fn_kwargs={
-                "cutoff_us": cutoff_us,
-                "strategy": b.split_strategy,
-                "positive_types": tuple(b.positive_types),
-                "candidates": candidates,
-                "item_features": item_feature_table,
-                "negatives": b.negatives,
-                "seed": b.seed,
-            },
-        ).materialize()
-        label_counts = _label_counts(built)
+    with timer.stage("examples_and_shards"):
+        example_kwargs = {
+            "cutoff_us": cutoff_us,
+            "strategy": b.split_strategy,
+            "positive_types": tuple(b.positive_types),
+            "candidates": candidates,
+            "item_features": item_feature_table,
+            "negatives": b.negatives,
+            "seed": b.seed,
+        }
+        positives = _positive_counts(events, cutoff_us, b)
+        # Each positive brings at most K negatives, so this bounds the rows per split.
+        shards_per_split = {s: _shard_count(positives.get(s, 0) * (1 + b.negatives), b) for s in ("train", "test")}
+        shard_rows, label_counts = _write_examples(events, example_kwargs, shards_per_split, plan, b.seed)
     for name in ("train", "test"):
-        positives = label_counts.get((name, 1), 0)
-        negatives = label_counts.get((name, 0), 0)
-        counts[f"{name}_positives"] = positives
-        counts[f"{name}_negatives"] = negatives
-        counts[f"{name}_rows"] = positives + negatives
+        counts[f"{name}_positives"] = label_counts.get((name, 1), 0)
+        counts[f"{name}_negatives"] = label_counts.get((name, 0), 0)
+        counts[f"{name}_rows"] = counts[f"{name}_positives"] + counts[f"{name}_negatives"]
     counts["negative_shortfall"] = sum(
         counts[f"{s}_positives"] * b.negatives - counts[f"{s}_negatives"] for s in ("train", "test"))
-
-    with timer.stage("shuffle_and_write"):
-        shards_per_split = {s: _shard_count(counts[f"{s}_rows"], b) for s in ("train", "test")}
-        shard_rows = _write_shards(built, shards_per_split, plan, b.seed)
 
     manifest = {
         "version": plan.version,
@@ -426,22 +420,23 @@ def _candidates(catalog: pa.Table | None, summed: pa.Table, b) -> examples.Candi
     return examples.make_candidates(universe, popularity, b.sampling, b.popularity_alpha)
 
 
-def _label_counts(built) -> dict[tuple[str, int], int]:
-    def count(batch: pa.Table) -> pa.Table:
-        grouped = batch.group_by(["split", "label"], use_threads=False).aggregate([("label", "count")])
-        return grouped.rename_columns(["split", "label", "rows"])
-
-    totals: dict[tuple[str, int], int] = {}
-    for row in built.map_batches(count, batch_size=None, batch_format="pyarrow").iter_rows():
-        key = (row["split"], int(row["label"]))
-        totals[key] = totals.get(key, 0) + int(row["rows"])
+def _positive_counts(events, cutoff_us: int, b) -> dict[str, int]:
+    """Positives per split over the whole snapshot (one small row per block and split)."""
+    kwargs = {"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)}
+    totals: dict[str, int] = {}
+    for row in _collect(events.map_batches(examples.count_positives, batch_size=None, batch_format="pyarrow",
+                                           fn_kwargs=kwargs)).to_pylist():
+        totals[row["split"]] = totals.get(row["split"], 0) + int(row["positives"])
     return totals
 
 
 def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions) -> pa.Table:
-    """Write every (split, shard) group of this batch as one Parquet file; return (split, shard, path, rows)."""
+    """Write every (split, shard) group of this batch as one Parquet file.
+
+    Returns one row per file: split, shard, path, rows, positives.
+    """
     keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
-    meta = {"split": [], "shard": [], "path": [], "rows": []}
+    meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
     for split_name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
         rows = batch.filter(pc.and_(pc.equal(batch.column("split"), split_name),
                                     pc.equal(batch.column("_shard"), shard)))
@@ -451,21 +446,33 @@ def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions
         meta["shard"].append(shard)
         meta["path"].append(relative)
         meta["rows"].append(rows.num_rows)
-    return pa.table(meta, schema=pa.schema([("split", pa.string()), ("shard", pa.int32()),
-                                            ("path", pa.string()), ("rows", pa.int64())]))
+        meta["positives"].append(int(pc.sum(rows.column("label")).as_py() or 0))
+    return pa.table(meta, schema=SHARD_META)
 
 
-def _write_shards(built, shards_per_split: dict[str, int], plan: BuildPlan, seed: int) -> dict[str, list]:
+SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
+                        ("rows", pa.int64()), ("positives", pa.int64())])
+
+
+def _write_examples(events, example_kwargs: dict, shards_per_split: dict[str, int], plan: BuildPlan,
+                    seed: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
+    """Build labelled rows per user partition, hash them into shards (one shuffle)
+    and write each shard once; returns the manifest's shard list and label counts."""
     total = shards_per_split["train"] + shards_per_split["test"]
     written = (
-        built.map_batches(examples.assign_shards, batch_format="pyarrow",
-                          fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
+        events.map_batches(examples.build_examples, batch_size=None, batch_format="pyarrow",
+                           fn_kwargs=example_kwargs)
+        .map_batches(examples.assign_shards, batch_size=None, batch_format="pyarrow",
+                     fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
         .repartition(total, keys=["split", "_shard"])
         .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
                      fn_kwargs={"out": plan.out, "options": plan.options})
     )
     meta = _collect(written)
     shards: dict[str, list] = {"train": [], "test": []}
+    labels: dict[tuple[str, int], int] = {}
     for row in sorted(meta.to_pylist(), key=lambda r: (r["split"], r["shard"])):
         shards[row["split"]].append({"path": row["path"], "rows": row["rows"]})
-    return shards
+        labels[(row["split"], 1)] = labels.get((row["split"], 1), 0) + row["positives"]
+        labels[(row["split"], 0)] = labels.get((row["split"], 0), 0) + row["rows"] - row["positives"]
+    return shards, labels

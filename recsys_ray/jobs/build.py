@@ -108,10 +108,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
-    if args.address:
-        import ray
+    from recsys_ray.runtime import ensure_ray
 
-        ray.init(address=args.address, log_to_driver=False)
+    ensure_ray(args.address)
     try:
         manifest = build_training_data(cfg)
     except (BuildError, InputError, ValueError) as exc:

@@ -23,7 +23,8 @@ from recsys_ray.stages.split import assign_split, per_user_cutoffs, timestamp_mi
 SPLIT_CODES = {"train": 0, "test": 1}
 _SHARD_SALT = 0x5EED5A17
 _FALLBACK_SALT = 1 << 40
-_ROUNDS = 3
+_ROUNDS = 4
+_PAIRWISE_MAX_DRAWS = 32
 _LABELLED = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("split", pa.string()),
                        ("timestamp", schemas.TIMESTAMP), ("label", pa.float32())])
 
@@ -99,14 +100,14 @@ def sample_negatives(positives: pa.Table, seen_events: pa.Table, candidates: Can
     seen_user = pc.index_in(seen_events.column("user_id"), value_set=users).to_numpy(zero_copy_only=False)
     seen_item = candidates.codes(seen_events.column("item_id"))
     known = seen_item >= 0
-    seen_keys = np.unique(seen_user[known].astype(np.int64) * n_items + seen_item[known])
+    seen_keys = _sorted_unique(seen_user[known].astype(np.int64) * n_items + seen_item[known])
 
     cdf = np.cumsum(candidates.weights)
     total = cdf[-1]
     pos_hash = positive_hashes(positives, seed)
     chosen = np.full((n_pos, k), -1, dtype=np.int64)
     pending = np.arange(n_pos)
-    draws = max(4 * k + 8, 16)
+    draws = 2 * k + 4
     for _ in range(_ROUNDS):
         if len(pending) == 0:
             break
@@ -132,6 +133,9 @@ def _draw(pos_hash: np.ndarray, draws: int, cdf: np.ndarray, total: float) -> np
     """Weighted draws with replacement: (positives, draws) candidate codes."""
     j = np.arange(draws, dtype=np.uint64)
     u = hashing.to_unit_interval(hashing.combine(pos_hash[:, None], j[None, :]))
+    if cdf[0] == 1.0 and total == len(cdf):
+        # Uniform weights: cdf is 1..n, so the search below reduces to floor(u * n).
+        return np.minimum((u * total).astype(np.int64), len(cdf) - 1)
     return np.minimum(np.searchsorted(cdf, u * total, side="right"), len(cdf) - 1)
 
 
@@ -140,11 +144,16 @@ def _first_unseen_distinct(codes: np.ndarray, users: np.ndarray, seen_keys: np.n
     """Per row, the first k distinct codes (in draw order) the row's user has not seen; -1 pads."""
     n_rows, draws = codes.shape
     flat = codes.ravel()
-    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), draws)
-    _, first = np.unique(row_of * n_items + flat, return_index=True)
-    keep = np.zeros(flat.shape, dtype=bool)
-    keep[first] = True
-    keep &= ~np.isin(np.repeat(users.astype(np.int64), draws) * n_items + flat, seen_keys)
+    if draws <= _PAIRWISE_MAX_DRAWS:
+        # A draw is a first occurrence when no earlier draw in its row equals it.
+        earlier = np.tril(np.ones((draws, draws), dtype=bool), k=-1)
+        keep = ~((codes[:, :, None] == codes[:, None, :]) & earlier).any(axis=2).ravel()
+    else:
+        row_of = np.repeat(np.arange(n_rows, dtype=np.int64), draws)
+        _, first = np.unique(row_of * n_items + flat, return_index=True)
+        keep = np.zeros(flat.shape, dtype=bool)
+        keep[first] = True
+    keep &= ~_is_seen(np.repeat(users.astype(np.int64), draws) * n_items + flat, seen_keys)
     kept = np.flatnonzero(keep)
     kept_rows = kept // draws
     row_start = np.searchsorted(kept_rows, np.arange(n_rows))
@@ -153,6 +162,21 @@ def _first_unseen_distinct(codes: np.ndarray, users: np.ndarray, seen_keys: np.n
     out = np.full((n_rows, k), -1, dtype=np.int64)
     out[kept_rows[take], rank[take]] = flat[kept[take]]
     return out
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+
+
+def _is_seen(keys: np.ndarray, seen_keys: np.ndarray) -> np.ndarray:
+    """Membership in the sorted, unique `seen_keys` by binary search (no sort of `keys`)."""
+    if len(seen_keys) == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
+    return seen_keys[at] == keys
 
 
 def _exhaustive(pos_hash: np.uint64, user: int, seen_keys: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
@@ -171,6 +195,18 @@ def _exhaustive(pos_hash: np.uint64, user: int, seen_keys: np.ndarray, weights: 
     keys = np.log(np.maximum(u, 1e-300)) / weights[available]
     out[:] = available[np.argsort(-keys, kind="stable")[:k]]
     return out
+
+
+def count_positives(events: pa.Table, *, cutoff_us: int, strategy: str,
+                    positive_types: tuple[str, ...]) -> pa.Table:
+    """Positives per split in a batch holding whole users: (split, positives) rows."""
+    if events.num_rows == 0:
+        return pa.table({"split": pa.array([], pa.string()), "positives": pa.array([], pa.int64())})
+    if strategy == "leave_last_out":
+        events = per_user_cutoffs(events, positive_types)
+    positives = select_positives(assign_split(events, cutoff_us, strategy), positive_types)
+    counts = positives.group_by("split", use_threads=False).aggregate([("split", "count")])
+    return pa.table({"split": counts.column("split"), "positives": pc.cast(counts.column("split_count"), pa.int64())})
 
 
 def build_examples(
@@ -230,6 +266,12 @@ def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -
 
 def order_shard(rows: pa.Table) -> pa.Table:
     """Rows of one shard in their final order, internal columns dropped."""
-    ordered = rows.sort_by([("_order", "ascending"), ("user_id", "ascending"), ("item_id", "ascending"),
-                            ("timestamp", "ascending"), ("label", "ascending")])
-    return ordered.drop_columns(["_shard", "_order"])
+    order_key = rows.column("_order").to_numpy()
+    by_key = np.argsort(order_key, kind="stable")
+    ordered_keys = order_key[by_key]
+    if len(ordered_keys) > 1 and (ordered_keys[1:] == ordered_keys[:-1]).any():
+        # Equal hashes are rare; break ties by the row's values, never its position.
+        by_key = pc.sort_indices(rows, sort_keys=[("_order", "ascending"), ("user_id", "ascending"),
+                                                  ("item_id", "ascending"), ("timestamp", "ascending"),
+                                                  ("label", "ascending")])
+    return rows.drop_columns(["_shard", "_order"]).take(by_key)

@@ -125,6 +125,13 @@ def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
 
 def join_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
     """Left-join user and item features onto rows; cold users and items get nulls."""
-    joined = rows.join(users, "user_id", join_type="left outer", use_threads=False)
-    joined = joined.join(items, "item_id", join_type="left outer", use_threads=False)
-    return joined
+    for features, key in ((users, "user_id"), (items, "item_id")):
+        # Feature tables hold one row per key, so a lookup by position is the
+        # left join; a null position (cold key) takes a row of nulls.
+        keys = features.column(key)
+        position = pc.index_in(rows.column(key), value_set=keys.combine_chunks() if keys.num_chunks != 1
+                               else keys.chunk(0))
+        looked_up = features.drop_columns([key]).take(position)
+        for name in looked_up.column_names:
+            rows = rows.append_column(name, looked_up.column(name))
+    return rows

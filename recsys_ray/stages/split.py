@@ -72,8 +72,8 @@ def assign_split(events: pa.Table, cutoff_us: int | None, strategy: str = "time"
     else:
         user_cutoff = events.column("_user_cutoff").to_numpy(zero_copy_only=False)
         is_test = ts >= user_cutoff
-    split = np.where(is_test, "test", "train")
-    return events.append_column("split", pa.array(split, pa.string()))
+    split = pc.if_else(pa.array(is_test, pa.bool_()), pa.scalar("test"), pa.scalar("train"))
+    return events.append_column("split", split)
 
 
 def per_user_cutoffs(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Table:
