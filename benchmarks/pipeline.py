@@ -58,9 +58,9 @@ def run_ray_build(inter: str, items: str, out: str) -> dict:
     from recsys_ray.config import RecsysConfig
     from recsys_ray.pipeline import build_training_data
 
-    from recsys_ray.runtime import ensure_ray
+    from recsys_ray.runtime import local_ray_options
 
-    ensure_ray()
+    ray.init(**local_ray_options())  # a fresh local instance, as `recsys-ray build` starts one
     init_s = time.perf_counter() - started
     manifest = build_training_data(RecsysConfig.load(build={"interactions": inter, "items": items, "out": out,
                                                             "version": "bench"}))

@@ -103,6 +103,7 @@ def sample_negatives(positives: pa.Table, seen_events: pa.Table, candidates: Can
     seen_keys = _sorted_unique(seen_user[known].astype(np.int64) * n_items + seen_item[known])
 
     cdf = np.cumsum(candidates.weights)
+    uniform = bool((candidates.weights == 1.0).all())
     total = cdf[-1]
     pos_hash = positive_hashes(positives, seed)
     chosen = np.full((n_pos, k), -1, dtype=np.int64)
@@ -111,7 +112,7 @@ def sample_negatives(positives: pa.Table, seen_events: pa.Table, candidates: Can
     for _ in range(_ROUNDS):
         if len(pending) == 0:
             break
-        codes = _draw(pos_hash[pending], draws, cdf, total)
+        codes = _draw(pos_hash[pending], draws, cdf, total, uniform)
         filled = _first_unseen_distinct(codes, pos_user[pending], seen_keys, n_items, k)
         complete = (filled >= 0).all(axis=1)
         chosen[pending[complete]] = filled[complete]
@@ -129,12 +130,12 @@ def sample_negatives(positives: pa.Table, seen_events: pa.Table, candidates: Can
                      "split": taken.column("split"), "timestamp": taken.column("timestamp")})
 
 
-def _draw(pos_hash: np.ndarray, draws: int, cdf: np.ndarray, total: float) -> np.ndarray:
+def _draw(pos_hash: np.ndarray, draws: int, cdf: np.ndarray, total: float, uniform: bool) -> np.ndarray:
     """Weighted draws with replacement: (positives, draws) candidate codes."""
     j = np.arange(draws, dtype=np.uint64)
     u = hashing.to_unit_interval(hashing.combine(pos_hash[:, None], j[None, :]))
-    if cdf[0] == 1.0 and total == len(cdf):
-        # Uniform weights: cdf is 1..n, so the search below reduces to floor(u * n).
+    if uniform:
+        # Unit weights: cdf is exactly 1..n, so the search below reduces to floor(u * n).
         return np.minimum((u * total).astype(np.int64), len(cdf) - 1)
     return np.minimum(np.searchsorted(cdf, u * total, side="right"), len(cdf) - 1)
 

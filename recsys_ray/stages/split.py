@@ -8,6 +8,8 @@ values inside the one histogram bin that holds the quantile.
 
 from __future__ import annotations
 
+from decimal import ROUND_FLOOR, Decimal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,8 +49,13 @@ def values_in_range(events: pa.Table, lo: int, hi: int) -> pa.Table:
 
 
 def quantile_rank(total: int, test_fraction: float) -> int:
-    """0-based rank of the cutoff: rows below it form the training window."""
-    return min(total - 1, max(0, int(np.floor((1.0 - test_fraction) * total))))
+    """0-based rank of the cutoff: rows below it form the training window.
+
+    The fraction is taken as the decimal it is written as (0.3, not the binary
+    0.29999...), so (1 - f) * n is exact and never a row short.
+    """
+    train = (1 - Decimal(repr(float(test_fraction)))) * total
+    return min(total - 1, max(0, int(train.to_integral_value(rounding=ROUND_FLOOR))))
 
 
 def locate_rank(counts: np.ndarray, rank: int) -> tuple[int, int]:
