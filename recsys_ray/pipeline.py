@@ -9,10 +9,11 @@ Plan (each step a pure stage from `recsys_ray.stages`, run by `map_batches`):
 3. find the time cutoff from small per-block histograms;
 4. sum per-block item partials into item features and negative-sampling
    weights: frozen global values passed to every worker;
-5. build positives, negatives and joined features per block;
-6. hash the rows into shards (a second shuffle) and write each shard once,
-   in a seed-determined order;
-7. write `manifest.json` last: the version's commit point.
+5. count positives per split (this sizes the shards), then build positives,
+   negatives and joined features per block and stream them, hashed into
+   shards, through a second shuffle; each shard is written once, in a
+   seed-determined order, and its writer reports its row and label counts;
+6. write `manifest.json` last: the version's commit point.
 """
 
 from __future__ import annotations
