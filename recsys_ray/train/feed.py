@@ -74,8 +74,8 @@ def training_datasets(manifest_uri: str, storage_config: StorageConfig | None = 
         paths = [storage.resolve(uri, options)[1] for uri in split_uris]
         # No hive partitioning: a version named like `date=2024-06-01` must not add a column.
         datasets[split] = ray.data.read_parquet(
-            paths, filesystem=filesystem, schema=schema, columns=list(schema.names), partitioning=None,
-        )
+            paths, filesystem=filesystem, schema=schema, partitioning=None,
+        ).select_columns(list(schema.names))
     return datasets
 
 
