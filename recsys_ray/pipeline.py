@@ -175,7 +175,8 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
         cutoff_us = _cutoff(events, b.test_fraction, b.cutoff, events_count, b.split_strategy)
 
     with timer.stage("features"):
-        user_count = _write_user_features(events, plan, cutoff_us, b)
+        user_features = _write_user_features(events, plan, cutoff_us, b)
+        user_count = user_features.count()
         summed = _sum_item_partials(events, cutoff_us, b)
         item_feature_table = features.item_features(summed.filter(pc.greater(summed.column("total"), 0)),
                                                     user_count)
@@ -193,14 +194,15 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
             "strategy": b.split_strategy,
             "positive_types": tuple(b.positive_types),
             "candidates": candidates,
-            "item_features": item_feature_table,
             "negatives": b.negatives,
             "seed": b.seed,
         }
         positives = _positive_counts(events, cutoff_us, b)
         # Each positive brings at most K negatives, so this bounds the rows per split.
         shards_per_split = {s: _shard_count(positives.get(s, 0) * (1 + b.negatives), b) for s in ("train", "test")}
-        shard_rows, label_counts = _write_examples(events, example_kwargs, shards_per_split, plan, b.seed)
+        features_by_key = {"user_features": user_features.to_arrow_refs(), "item_features": item_feature_table}
+        shard_rows, label_counts = _write_examples(events, example_kwargs, features_by_key, shards_per_split,
+                                                   plan, b.seed)
     for name in ("train", "test"):
         counts[f"{name}_positives"] = label_counts.get((name, 1), 0)
         counts[f"{name}_negatives"] = label_counts.get((name, 0), 0)
@@ -384,14 +386,14 @@ def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
     return pa.concat_tables([partials, pa.table({"item_id": unseen, **zeros}).cast(features.ITEM_PARTIALS)])
 
 
-def _write_user_features(events, plan: BuildPlan, cutoff_us: int, b) -> int:
+def _write_user_features(events, plan: BuildPlan, cutoff_us: int, b) -> "ray.data.MaterializedDataset":
     users = events.map_batches(
         user_features_for_partition, batch_size=None, batch_format="pyarrow",
         fn_kwargs={"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)},
     ).materialize()
     fs, path = storage.resolve(storage.join(plan.out, "features", "users"), plan.options)
     users.write_parquet(path, filesystem=fs)
-    return users.count()
+    return users
 
 
 def _sum_item_partials(events, cutoff_us: int, b) -> pa.Table:
@@ -457,18 +459,23 @@ def _positive_counts(events, cutoff_us: int, b) -> dict[str, int]:
     return totals
 
 
-def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions) -> pa.Table:
-    """Write every (split, shard) group of this batch as one Parquet file.
+def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, user_features: list,
+                      item_features: pa.Table) -> pa.Table:
+    """Join features onto every (split, shard) group of this batch and write it as one Parquet file.
 
-    Returns one row per file: split, shard, path, rows, positives.
+    `user_features` are the object refs of the user feature table's blocks
+    (fetched here, zero-copy on the same node). Returns one row per file:
+    split, shard, path, rows, positives.
     """
+    users = [ray.get(ref) for ref in user_features]
+    users = pa.concat_tables(users) if users else schemas.USER_FEATURES.empty_table()
     keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
     meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
     for split_name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
         rows = batch.filter(pc.and_(pc.equal(batch.column("split"), split_name),
                                     pc.equal(batch.column("_shard"), shard)))
         relative = f"{split_name}/part-{shard:05d}.parquet"
-        storage.write_table(storage.join(out, relative), examples.order_shard(rows), options)
+        storage.write_table(storage.join(out, relative), examples.finish_shard(rows, users, item_features), options)
         meta["split"].append(split_name)
         meta["shard"].append(shard)
         meta["path"].append(relative)
@@ -481,19 +488,20 @@ SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", 
                         ("rows", pa.int64()), ("positives", pa.int64())])
 
 
-def _write_examples(events, example_kwargs: dict, shards_per_split: dict[str, int], plan: BuildPlan,
-                    seed: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
-    """Build labelled rows per user partition, hash them into shards (one shuffle)
-    and write each shard once; returns the manifest's shard list and label counts."""
+def _write_examples(events, example_kwargs: dict, features_by_key: dict, shards_per_split: dict[str, int],
+                    plan: BuildPlan, seed: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
+    """Label rows per user partition, hash them into shards (one shuffle of the
+    narrow rows), join features and write each shard once; returns the
+    manifest's shard list and label counts."""
     total = shards_per_split["train"] + shards_per_split["test"]
     written = (
-        events.map_batches(examples.build_examples, batch_size=None, batch_format="pyarrow",
+        events.map_batches(examples.label_examples, batch_size=None, batch_format="pyarrow",
                            fn_kwargs=example_kwargs)
         .map_batches(examples.assign_shards, batch_size=None, batch_format="pyarrow",
                      fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
         .repartition(total, keys=["split", "_shard"])
         .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"out": plan.out, "options": plan.options})
+                     fn_kwargs={"out": plan.out, "options": plan.options, **features_by_key})
     )
     meta = _collect(written)
     log.debug("examples and shards:\n%s", written.stats())

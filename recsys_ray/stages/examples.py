@@ -210,6 +210,40 @@ def count_positives(events: pa.Table, *, cutoff_us: int, strategy: str,
     return pa.table({"split": counts.column("split"), "positives": pc.cast(counts.column("split_count"), pa.int64())})
 
 
+def label_examples(
+    events: pa.Table,
+    *,
+    cutoff_us: int,
+    strategy: str,
+    positive_types: tuple[str, ...],
+    candidates: Candidates,
+    negatives: int,
+    seed: int,
+) -> pa.Table:
+    """Positives and their negatives for a batch holding whole users, without features.
+
+    `events` are valid, de-duplicated events. Columns: user_id, item_id, split,
+    timestamp, label (float32). Kept narrow so that shuffling rows into shards
+    moves as little as possible; `finish_shard` joins the features.
+    """
+    if events.num_rows == 0:
+        return _LABELLED.empty_table()
+    if strategy == "leave_last_out":
+        events = per_user_cutoffs(events, positive_types)
+    events = assign_split(events, cutoff_us, strategy)
+    positives = select_positives(events, positive_types)
+    sampled = sample_negatives(positives, events, candidates, negatives, seed)
+    return pa.concat_tables([
+        positives.append_column("label", pa.array(np.ones(positives.num_rows, np.float32))).cast(_LABELLED),
+        sampled.append_column("label", pa.array(np.zeros(sampled.num_rows, np.float32))).cast(_LABELLED),
+    ])
+
+
+def with_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
+    """Labelled rows joined with user and item features, as `schemas.TRAINING`."""
+    return join_features(rows, users, items).select(schemas.TRAINING.names).cast(schemas.TRAINING)
+
+
 def build_examples(
     events: pa.Table,
     *,
@@ -221,26 +255,19 @@ def build_examples(
     negatives: int,
     seed: int,
 ) -> pa.Table:
-    """Labelled, feature-joined rows for a batch holding whole users.
+    """Labelled, feature-joined rows for a batch holding whole users (`schemas.TRAINING`).
 
-    `events` are valid, de-duplicated events; output columns follow
-    `schemas.TRAINING`.
+    The one-batch composition of `label_examples` and `with_features`, with the
+    batch's own training-window user features.
     """
     if events.num_rows == 0:
         return schemas.TRAINING.empty_table()
-    if strategy == "leave_last_out":
-        events = per_user_cutoffs(events, positive_types)
-    events = assign_split(events, cutoff_us, strategy)
-    train = events.filter(pc.equal(events.column("split"), "train"))
-    users = user_features(train, cutoff_us)
-    positives = select_positives(events, positive_types)
-    sampled = sample_negatives(positives, events, candidates, negatives, seed)
-    rows = pa.concat_tables([
-        positives.append_column("label", pa.array(np.ones(positives.num_rows, np.float32))).cast(_LABELLED),
-        sampled.append_column("label", pa.array(np.zeros(sampled.num_rows, np.float32))).cast(_LABELLED),
-    ])
-    rows = join_features(rows, users, item_features)
-    return rows.select(schemas.TRAINING.names).cast(schemas.TRAINING)
+    rows = label_examples(events, cutoff_us=cutoff_us, strategy=strategy, positive_types=positive_types,
+                          candidates=candidates, negatives=negatives, seed=seed)
+    with_cutoffs = per_user_cutoffs(events, positive_types) if strategy == "leave_last_out" else events
+    split_events = assign_split(with_cutoffs, cutoff_us, strategy)
+    users = user_features(split_events.filter(pc.equal(split_events.column("split"), "train")), cutoff_us)
+    return with_features(rows, users, item_features)
 
 
 def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -> pa.Table:
@@ -263,6 +290,12 @@ def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -
     shard = np.minimum((hashing.to_unit_interval(h) * n).astype(np.int64), n - 1)
     return rows.append_column("_shard", pa.array(shard, pa.int32())).append_column(
         "_order", pa.array(h.view(np.int64)))
+
+
+def finish_shard(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
+    """One shard's labelled rows (with `_shard`/`_order`) in their final order,
+    joined with user and item features, as `schemas.TRAINING`."""
+    return with_features(order_shard(rows), users, items)
 
 
 def order_shard(rows: pa.Table) -> pa.Table:

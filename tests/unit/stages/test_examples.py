@@ -408,6 +408,27 @@ def test_count_positives_exact():
     assert empty.num_rows == 0 and empty.column_names == ["split", "positives"]
 
 
+def test_labelled_rows_shuffled_into_shards_then_finished_equal_build_examples():
+    """The build's path (narrow rows -> shards -> features joined per shard) gives
+    the same rows as joining features in one batch."""
+    one_batch = build(EVENTS)
+    rows = examples.label_examples(EVENTS, cutoff_us=CUTOFF_US, strategy="time", positive_types=POSITIVE,
+                                   candidates=UNIFORM, negatives=3, seed=42)
+    assert rows.column_names == ["user_id", "item_id", "split", "timestamp", "label"]
+    train = with_split(EVENTS)
+    users = features.user_features(train.filter(pc.equal(train["split"], "train")), CUTOFF_US)
+    sharded = examples.assign_shards(rows, {"train": 2, "test": 1}, seed=42)
+    parts = []
+    for split_name, shard in {(r["split"], r["_shard"]) for r in sharded.select(["split", "_shard"]).to_pylist()}:
+        part = sharded.filter(pc.and_(pc.equal(sharded["split"], split_name), pc.equal(sharded["_shard"], shard)))
+        finished = examples.finish_shard(part, users, item_features_of(EVENTS))
+        assert finished.schema == schemas.TRAINING
+        parts.append(finished)
+    together = pa.concat_tables(parts)
+    key = [(n, "ascending") for n in ("split", "user_id", "item_id", "label", "timestamp")]
+    assert together.sort_by(key).equals(one_batch.sort_by(key))
+
+
 # assign_shards and order_shard
 
 
