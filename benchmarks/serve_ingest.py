@@ -6,7 +6,9 @@
 (b) Small requests: 100-row JSON batches to POST /v1/interactions from 32
     concurrent connections (wrk), next to the no-op GET /healthz on the same
     set-up in the same run: requests/s, p50, p99, errors, and the rows found in
-    storage afterwards (must equal 100 x the 2xx answers).
+    storage afterwards (must equal 100 x the 2xx answers). With --echo, also
+    the same bodies POSTed to a bare endpoint that only reads the body (a second
+    application on the same Serve instance): what carrying the body costs.
 
 Each Serve set-up runs on its own fresh local Ray instance in a child process,
 because some set-ups are chosen by environment variables that Ray reads at start.
@@ -47,6 +49,8 @@ SETUPS: dict[str, tuple[dict[str, str], dict, str]] = {
     "proxy-no-batching": ({}, {"batch_max_requests": 1}, "as proxy, every request validated and written alone"),
     "proxy-2-replicas": ({}, {"num_replicas": 2}, "HTTP proxy, 2 replicas"),
     "proxy-one-loop": (ONE_LOOP, {}, "as proxy, user code and router on the main event loops"),
+    "proxy-grpc": ({"RAY_SERVE_PROXY_USE_GRPC": "1"}, {},
+                   "as proxy, proxy-to-replica calls over gRPC instead of Ray actor calls (Ray flag, experimental)"),
     "direct": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, {},
                "direct ingress: the replica's own HTTP server, no proxy hop (Ray flag, experimental)"),
     "direct-one-loop": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **ONE_LOOP}, {},
@@ -156,22 +160,56 @@ def upload(url: str, path: Path, content_type: str) -> dict:
             "rejected": report["rejected"], "rows_per_s": round(report["accepted"] / seconds)}
 
 
-def _direct_ingress_url(app_prefix: str) -> str:
-    """The HTTP port the ingress replica itself listens on (direct ingress)."""
+def _echo_application():
+    """A bare FastAPI app: GET /healthz, and POST anywhere reads the body and answers its length."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from ray import serve
+
+    api = FastAPI()
+
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    healthz.__annotations__ = {"return": Response}
+    api.get("/healthz")(healthz)
+
+    async def echo(path: str, request: Request) -> Response:
+        body = await request.body()
+        return Response(b'{"bytes":%d}' % len(body), media_type="application/json")
+
+    # Real classes, not the postponed (string) annotations of this module, for FastAPI to see.
+    echo.__annotations__ = {"path": str, "request": Request, "return": Response}
+    api.post("/{path:path}")(echo)
+
+    @serve.deployment(name="BodyEcho", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
+    @serve.ingress(api)
+    class BodyEcho:
+        pass
+
+    return BodyEcho.bind()
+
+
+def _direct_ingress_url(app_prefix: str, replica: str = "IngestService") -> str:
+    """The HTTP port the ingress replica `replica` itself listens on (direct ingress)."""
     import httpx
     import psutil
     import ray
 
     raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
-    replicas = {p.pid for p in raylet.children(recursive=True) if "ServeReplica" in p.name()}
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.pid in replicas and conn.status == psutil.CONN_LISTEN:
-            url = f"http://127.0.0.1:{conn.laddr.port}{app_prefix}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                continue
+    deadline = time.monotonic() + 60  # the replica's HTTP server may start after the app reports ready
+    while time.monotonic() < deadline:
+        replicas = {p.pid for p in raylet.children(recursive=True)
+                    if "ServeReplica" in p.name() and replica in " ".join(p.cmdline() + [p.name()])}
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.pid in replicas and conn.status == psutil.CONN_LISTEN:
+                url = f"http://127.0.0.1:{conn.laddr.port}{app_prefix}"
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    continue
+        time.sleep(1)
     raise RuntimeError("no replica answers HTTP: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set for Ray?")
 
 
@@ -216,6 +254,17 @@ def run_setup(name: str, args: argparse.Namespace) -> dict:
         result["upload_csv"] = upload(f"{url}/v1/uploads/interactions", work / "events.csv", "text/csv")
         result["upload_parquet"] = upload(f"{url}/v1/uploads/interactions", work / "events.parquet",
                                           "application/vnd.apache.parquet")
+    if args.echo:
+        # Last, in place of the service (direct ingress serves one application per port range).
+        serve.delete("bench")
+        serve.run(_echo_application(), name="echo", route_prefix="/")
+        direct = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1"
+        echo_url = _direct_ingress_url("", "BodyEcho") if direct else f"http://127.0.0.1:{port}"
+        run_wrk(f"{echo_url}/v1/interactions", 3, args.connections, args.threads, script)  # warm-up
+        echo = run_wrk(f"{echo_url}/v1/interactions", args.duration, args.connections, args.threads, script)
+        echo["share_of_noop"] = round(echo["requests_per_s"] / result["noop"]["requests_per_s"], 3)
+        ingest["share_of_echo"] = round(ingest["requests_per_s"] / echo["requests_per_s"], 3)
+        result["echo"] = echo
     serve.shutdown()
     ray.shutdown()
     shutil.rmtree(root, ignore_errors=True)
@@ -261,6 +310,15 @@ def markdown(results: list[dict], info: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {r['setup']} | {n['requests_per_s']:.0f} | {n['p50_ms']:.1f} / {n['p99_ms']:.1f} "
                      f"| {i['requests_per_s']:.0f} | {i['share_of_noop']:.0%} | {i['p50_ms']:.1f} / {i['p99_ms']:.1f} "
                      f"| {i['non_2xx']} | {i['rows_stored']} / {i['rows_expected']} | {i['objects_written']} |")
+    echoes = [r for r in results if "echo" in r]
+    if echoes:
+        lines += ["", "| set-up | body echo req/s | echo p50 / p99 ms | echo non-2xx | echo share of no-op "
+                      "| ingest share of echo |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in echoes:
+            e = r["echo"]
+            lines.append(f"| {r['setup']} | {e['requests_per_s']:.0f} | {e['p50_ms']:.1f} / {e['p99_ms']:.1f} "
+                         f"| {e['non_2xx']} | {e['share_of_noop']:.0%} | {r['ingest']['share_of_echo']:.0%} |")
     uploads = [r for r in results if "upload_csv" in r]
     if uploads:
         lines += ["", "| set-up | upload | size MB | seconds | rows/s |", "| --- | --- | ---: | ---: | ---: |"]
@@ -280,6 +338,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--echo", action="store_true",
+                        help="also measure a bare endpoint that only reads the same request bodies")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--run-setup", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -301,7 +361,8 @@ def main() -> int:
             print(f"# {name}: {SETUPS[name][2]}", file=sys.stderr, flush=True)
             child = subprocess.run([sys.executable, __file__, "--run-setup", name, "--work", work,
                                     "--duration", str(args.duration), "--connections", str(args.connections),
-                                    "--threads", str(args.threads), "--upload", args.upload],
+                                    "--threads", str(args.threads), "--upload", args.upload]
+                                   + (["--echo"] if args.echo else []),
                                    env=env, capture_output=True, text=True)
             if child.returncode != 0:
                 results.append({"setup": name, "error": child.stderr.strip().splitlines()[-1][:200]})

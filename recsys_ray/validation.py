@@ -126,8 +126,7 @@ def validate_interactions(
         event_id = _string_column(table, "event_id", checks)
         event_id = pc.utf8_trim_whitespace(event_id)
         event_id = pc.if_else(_is_missing_string(event_id), pa.scalar(None, pa.string()), event_id)
-        checks.add(pc.fill_null(pc.greater(pc.utf8_length(event_id), cfg.max_id_length), False),
-                   "id_too_long", "event_id")
+        checks.add(_longer_than(event_id, cfg.max_id_length), "id_too_long", "event_id")
     else:
         event_id = pa.nulls(n, pa.string())
 
@@ -199,7 +198,7 @@ def fill_event_ids(table: pa.Table) -> pa.Array:
         pc.cast(ts_us, pa.string()),
         "\x1f",
     )
-    derived = pa.array(np.char.add("h", hashing.to_hex(hashing.hash_strings(key))), pa.string())
+    derived = hashing.to_hex_ids(hashing.hash_strings(key), prefix="h")
     return pc.if_else(missing, derived, event_id)
 
 
@@ -260,6 +259,11 @@ def parse_timestamps(
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
         text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
         present = ~_to_bool(_is_missing_string(text), n)
+        whole = _cast_all(text, _TS_UTC)
+        if whole is not None:  # the common case: every value is ISO-8601 with a zone
+            values = pc.fill_null(whole.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+            if not (present & ((values < -_FAST_LIMIT_US) | (values > _FAST_LIMIT_US))).any():
+                return _timestamp_result(values.astype(np.float64), present, present.copy(), cfg)
         numeric = _to_bool(pc.match_substring_regex(text, r"^[+-]?\d+(\.\d+)?$"), n) & present
         parsed = numeric.copy()
         if numeric.any():
@@ -267,23 +271,115 @@ def parse_timestamps(
             micros = _epoch_to_micros(as_number.to_numpy(zero_copy_only=False))
         iso = present & ~numeric
         if iso.any():
-            strings = pd.Series(text.to_numpy(zero_copy_only=False))[iso]
-            dt = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
-            ok = dt.notna().to_numpy()
             idx = np.flatnonzero(iso)
+            values, ok = _parse_iso8601(text.filter(pa.array(iso)))
             parsed[idx[ok]] = True
-            micros[idx[ok]] = dt[ok].dt.as_unit("us").astype("int64").to_numpy().astype(np.float64)
+            micros[idx[ok]] = values[ok].astype(np.float64)
     else:
         present = ~_to_bool(pc.is_null(column), n)
         parsed = np.zeros(n, dtype=bool)
 
+    return _timestamp_result(micros, present, parsed, cfg)
+
+
+def _timestamp_result(
+    micros: np.ndarray, present: np.ndarray, parsed: np.ndarray, cfg: ValidationConfig
+) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
     lo, hi = cfg.time_range()
     lo_us, hi_us = _micros(lo), _micros(hi)
     in_range = parsed & (micros >= lo_us) & (micros <= hi_us)
     safe = np.where(in_range, micros, 0).astype(np.int64)
-    timestamps = pa.array(safe, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    timestamps = pc.if_else(pa.array(in_range), timestamps, pa.scalar(None, schemas.TIMESTAMP))
+    timestamps = pa.array(safe, pa.int64(), mask=~in_range).view(schemas.TIMESTAMP)
     return timestamps, present, parsed, in_range
+
+
+_TS_UTC = pa.timestamp("us", tz="UTC")
+_TS_NAIVE = pa.timestamp("us")
+# Arrow's ISO-8601 grammar: date, optional time (hh, hh:mm, hh:mm:ss, up to 6 fractional
+# digits) and, after a time, an optional zone (Z, +hh, +hhmm, +hh:mm). Values of other
+# shapes go straight to the general parser.
+_ISO_SHAPE = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+# Outside the nanosecond range (1677-09-22 to 2262-04-10, with a day to spare) pandas'
+# verdict on a value can depend on the other values parsed with it (a nanosecond value
+# elsewhere makes year 1 unparsable), so such values always go through pandas together.
+_FAST_LIMIT_US = 2**63 // 1000 - 86_400_000_000
+_BISECT_MIN_ROWS = 64
+
+
+def _parse_iso8601(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Parse trimmed, non-empty ISO-8601 strings to UTC epoch microseconds.
+
+    Returns (int64 microseconds, parsed mask). Arrow's cast reads the common
+    shapes over the whole column at once; only the values it cannot read (other
+    ISO-8601 spellings, calendar errors, garbage) go to pandas, value by value.
+    Both give the same instant wherever both accept a value (naive times are UTC).
+    """
+    n = len(strings)
+    values = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    whole = _cast_all(strings, _TS_UTC)
+    if whole is not None:
+        values[:] = whole.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ok[:] = True
+    else:
+        shaped = _to_bool(pc.match_substring_regex(strings, _ISO_SHAPE), n)
+        if shaped.any():
+            tail = pc.utf8_slice_codeunits(strings, 11)
+            zoned = _to_bool(pc.or_(pc.or_(pc.match_substring(tail, "Z"), pc.match_substring(tail, "+")),
+                                    pc.match_substring(tail, "-")), n)
+            for group, typ in ((shaped & zoned, _TS_UTC), (shaped & ~zoned, _TS_NAIVE)):
+                idx = np.flatnonzero(group)
+                if len(idx):
+                    got, good = _cast_bisect(strings.take(pa.array(idx)), typ)
+                    values[idx] = got
+                    ok[idx] = good
+    ok &= (values >= -_FAST_LIMIT_US) & (values <= _FAST_LIMIT_US)
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        got, good = _parse_iso8601_general(strings.take(pa.array(rest)))
+        values[rest[good]] = got[good]
+        ok[rest[good]] = True
+    return values, ok
+
+
+def _parse_iso8601_general(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """pandas' ISO-8601 parser, value by value: every spelling it knows, in any mix."""
+    dt = pd.to_datetime(pd.Series(strings.to_numpy(zero_copy_only=False)), format="ISO8601", utc=True,
+                        errors="coerce")
+    ok = dt.notna().to_numpy()
+    values = np.zeros(len(strings), dtype=np.int64)
+    values[ok] = dt[ok].dt.as_unit("us").astype("int64").to_numpy()
+    return values, ok
+
+
+def _cast_all(strings: pa.Array, typ: pa.DataType) -> pa.Array | None:
+    """`strings` cast to `typ`, or None if any value does not convert."""
+    try:
+        return pc.cast(strings, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _cast_bisect(strings: pa.Array, typ: pa.DataType) -> tuple[np.ndarray, np.ndarray]:
+    """Cast to a timestamp type by halves: a value that fails takes only its small slice with it.
+
+    Returns (int64 microseconds, converted mask); unconverted slices hold at
+    most `_BISECT_MIN_ROWS` values and are left to the general parser.
+    """
+    n = len(strings)
+    values = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    pending = [(0, n)]
+    while pending:
+        start, stop = pending.pop()
+        cast = _cast_all(strings.slice(start, stop - start), typ)
+        if cast is not None:
+            values[start:stop] = cast.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            ok[start:stop] = True
+        elif stop - start > _BISECT_MIN_ROWS:
+            middle = (start + stop) // 2
+            pending += [(start, middle), (middle, stop)]
+    return values, ok
 
 
 def _epoch_to_micros(values: np.ndarray) -> np.ndarray:
@@ -299,8 +395,7 @@ def _micros(moment: datetime) -> float:
 def _id_column(table: pa.Table, name: str, cfg: ValidationConfig, checks: _Checks) -> pa.Array:
     column = pc.utf8_trim_whitespace(_string_column(table, name, checks))
     checks.add(_is_missing_string(column), "missing_field", name)
-    checks.add(pc.fill_null(pc.greater(pc.utf8_length(column), cfg.max_id_length), False),
-               "id_too_long", name)
+    checks.add(_longer_than(column, cfg.max_id_length), "id_too_long", name)
     return column
 
 
@@ -347,8 +442,7 @@ def _optional_number(table: pa.Table, name: str, checks: _Checks, bad_reason: st
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
         text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
         blank = _to_bool(_is_missing_string(text), n)
-        numbers = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
-        numbers = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = _parse_numbers(text, ~blank)
         checks.add(~blank & ~np.isfinite(numbers), bad_reason, name)
         values = pa.array(numbers, pa.float64())
     else:
@@ -358,8 +452,53 @@ def _optional_number(table: pa.Table, name: str, checks: _Checks, bad_reason: st
     return pc.if_else(pc.fill_null(finite, False), values, pa.scalar(None, pa.float64()))
 
 
+# Unsigned decimals of at most 15 characters: Arrow and pandas both read these exactly
+# (at most 15 significant digits, no exponent, no sign: pandas reads "-0" as +0.0).
+_PLAIN_NUMBER = r"^\d+(?:\.\d+)?$"
+_PLAIN_NUMBER_MAX_CHARS = 15
+# Integers that pandas reads as a different float in integer mode than in float mode:
+# negative zero (0.0 vs -0.0) and more than 15 digits (exact integer vs rounded decimal).
+_CONTEXT_SENSITIVE_NUMBER = r"^(?:-0+|[+-]?\d{16,})$"
+
+
+def _parse_numbers(text: pa.Array, present: np.ndarray) -> np.ndarray:
+    """float64 of the `present` strings of `text`, NaN where a value is not a number (or absent).
+
+    Plain decimals are cast by Arrow over the whole column; anything else
+    (signs, exponents, inf, long or malformed text) is read by `pd.to_numeric`.
+    """
+    numbers = np.full(len(text), np.nan)
+    idx = np.flatnonzero(present)
+    if len(idx) == 0:
+        return numbers
+    strings = text.take(pa.array(idx)) if len(idx) < len(text) else text
+    plain = _to_bool(pc.and_(pc.match_substring_regex(strings, _PLAIN_NUMBER),
+                             pc.less_equal(pc.binary_length(strings), _PLAIN_NUMBER_MAX_CHARS)), len(idx))
+    if plain.any():
+        numbers[idx[plain]] = pc.cast(strings.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
+    if not plain.all():
+        rest = strings.filter(pa.array(~plain))
+        if pc.any(pc.match_substring_regex(rest, _CONTEXT_SENSITIVE_NUMBER)).as_py():
+            # pandas reads these integers differently depending on the other values it
+            # reads with them (float or integer mode), so it reads the whole column as before.
+            parsed = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
+            return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+        parsed = pd.to_numeric(pd.Series(rest.to_numpy(zero_copy_only=False)), errors="coerce")
+        numbers[idx[~plain]] = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+    return numbers
+
+
 def _is_missing_string(column: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.equal(pc.utf8_length(column), 0), True)
+    # Byte length: zero exactly when the character length is, without decoding UTF-8.
+    return pc.fill_null(pc.equal(pc.binary_length(column), 0), True)
+
+
+def _longer_than(column: pa.Array, limit: int) -> pa.Array:
+    """Values longer than `limit` characters (false for nulls)."""
+    by_bytes = pc.fill_null(pc.greater(pc.binary_length(column), limit), False)
+    if not pc.any(by_bytes).as_py():
+        return by_bytes  # no more bytes than `limit`, so no more characters either
+    return pc.fill_null(pc.greater(pc.utf8_length(column), limit), False)
 
 
 def _to_bool(mask: Any, n: int) -> np.ndarray:
@@ -368,11 +507,15 @@ def _to_bool(mask: Any, n: int) -> np.ndarray:
     if isinstance(mask, pa.ChunkedArray):
         mask = mask.combine_chunks()
     if isinstance(mask, pa.Array):
-        return pc.fill_null(mask, False).to_numpy(zero_copy_only=False).astype(bool)
+        if mask.null_count:
+            mask = pc.fill_null(mask, False)
+        return mask.to_numpy(zero_copy_only=False).astype(bool)
     return np.full(n, bool(mask))
 
 
 def _take(column: pa.Array | pa.ChunkedArray, keep: np.ndarray) -> pa.Array:
+    if keep.all():  # the usual case: no row rejected, nothing to copy
+        return column
     return pc.filter(column, pa.array(keep))
 
 

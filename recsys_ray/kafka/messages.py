@@ -212,6 +212,10 @@ def _decode_each(values: Sequence[bytes | None], positions: np.ndarray, dataset:
         if not isinstance(record, dict):
             failed.append((position, "expected_object", f"payload is a JSON {type(record).__name__}, not an object"))
             continue
+        if b"\\u" in value and formats.has_lone_surrogate(record):
+            failed.append((position, "invalid_utf8", "payload holds a lone UTF-16 surrogate escape, "
+                                                     "which is not valid Unicode text"))
+            continue
         records.append(record)
         index.append(position)
     table = formats.records_to_table(records, dataset)

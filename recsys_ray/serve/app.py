@@ -5,10 +5,10 @@ call with the `args` of `deploy/serve_config.yaml`; `ingest_application(cfg)`
 builds the same application from a config in hand (`recsys-ray serve`, tests).
 
 A 2xx answer means the accepted rows are in storage. Requests of the record
-endpoints are validated and written together by `@serve.batch`, so many small
-requests become few objects while each one still waits for its own rows to be
-written. Whole-file uploads are spooled to disk while their bytes are counted
-and land as their own batch.
+endpoints are validated and written together in write batches
+(`recsys_ray.serve.batcher`), so many small requests become few objects while
+each one still waits for its own rows to be written. Whole-file uploads are
+spooled to disk while their bytes are counted and land as their own batch.
 """
 
 # No `from __future__ import annotations` here: Serve reads `build_app`'s
@@ -38,6 +38,7 @@ from recsys_ray.config import RecsysConfig
 from recsys_ray.io import formats, layout, storage
 from recsys_ray.io.formats import InputError
 from recsys_ray.serve import auth, bodies, landing
+from recsys_ray.serve.batcher import WriteBatcher
 from recsys_ray.serve.errors import ApiError, error_body, from_input_error, unauthorized, unknown_dataset
 from recsys_ray.serve.events import UploadEventPublisher
 from recsys_ray.serve.metrics import IngestMetrics
@@ -48,6 +49,10 @@ log = logging.getLogger("recsys_ray.serve")
 # Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
 INLINE_DECODE_BYTES = 256 << 10
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Write batches landing at once per replica. More only split the same requests into more,
+# smaller batches on a busy replica (validation is CPU-bound); two keep one batch's storage
+# writes overlapping the next batch's validation.
+MAX_CONCURRENT_BATCHES = 2
 HEALTHY = b'{"status":"ok"}'
 
 
@@ -190,8 +195,8 @@ class IngestService:
         self._publisher = UploadEventPublisher(cfg.kafka, cfg.serve.publish_timeout_s)
         self._metrics = IngestMetrics()
         self._in_flight: dict[str, asyncio.Future] = {}
-        self._land_submissions.set_max_batch_size(cfg.serve.batch_max_requests)
-        self._land_submissions.set_batch_wait_timeout_s(cfg.serve.batch_wait_s)
+        self._batcher = WriteBatcher(self._land_group, max_size=cfg.serve.batch_max_requests,
+                                     wait_s=cfg.serve.batch_wait_s, max_concurrent=MAX_CONCURRENT_BATCHES)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self, self._metrics)
@@ -311,34 +316,18 @@ class IngestService:
             raise ApiError(413, "too_many_rows", f"{table.num_rows} rows exceed the limit of {limit} per request; "
                            "send fewer rows per request or use POST /v1/uploads/{dataset}",
                            {"rows": table.num_rows, "limit": limit})
-        result = await self._land_submissions(Submission(tenant, dataset, table, claim))
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await self._batcher.submit((tenant, dataset), Submission(tenant, dataset, table, claim))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _land_submissions(self, submissions: list[Submission]) -> list[Any]:
-        """Validate and land waiting requests, one write batch per tenant and dataset."""
-        groups: dict[tuple[str, str], list[int]] = {}
-        for index, submission in enumerate(submissions):
-            groups.setdefault((submission.tenant, submission.dataset), []).append(index)
-        results: list[Any] = [None] * len(submissions)
-
-        async def land_group(tenant: str, dataset: str, indices: list[int]) -> None:
-            group = [submissions[i] for i in indices]
-            try:
-                reports = await asyncio.to_thread(self._prepare_and_land, tenant, dataset, group)
-            except Exception as exc:  # each request of the group gets the failure, nothing else does
-                log.exception("landing %d upload(s) for tenant %s failed", len(group), tenant)
-                for i in indices:
-                    results[i] = exc
-                return
-            for i, report in zip(indices, reports):
-                results[i] = report
-            await self._after_landing(tenant, dataset, reports)
-
-        await asyncio.gather(*(land_group(t, d, idx) for (t, d), idx in groups.items()))
-        return results
+    async def _land_group(self, key: tuple[str, str], group: list[Submission]) -> list[Any]:
+        """Validate and land one write batch of a tenant and dataset; a report (or the failure) per request."""
+        tenant, dataset = key
+        try:
+            reports = await asyncio.to_thread(self._prepare_and_land, tenant, dataset, group)
+        except Exception as exc:  # each request of the batch gets the failure, nothing else does
+            log.exception("landing %d upload(s) for tenant %s failed", len(group), tenant)
+            return [exc] * len(group)
+        await self._after_landing(tenant, dataset, reports)
+        return reports
 
     def _prepare_and_land(self, tenant: str, dataset: str, group: list[Submission]) -> list[dict[str, Any]]:
         prepared = landing.prepare_many([s.table for s in group], dataset, self._cfg.validation)

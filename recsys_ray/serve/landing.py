@@ -62,14 +62,18 @@ def _prepare_same_schema(tables: list[pa.Table], dataset: str, cfg: ValidationCo
     starts = np.concatenate([[0], np.cumsum(sizes)])
     result = validation.validate(pa.concat_tables(tables), dataset, cfg)
     owner = np.searchsorted(starts, result.rejected.column("row").to_numpy(), side="right") - 1
-    valid_counts = sizes - np.bincount(owner, minlength=len(tables))
+    rejected_counts = np.bincount(owner, minlength=len(tables))
+    rejected_starts = np.concatenate([[0], np.cumsum(rejected_counts)])  # rejected rows come in row order
+    valid_counts = sizes - rejected_counts
     kept, kept_counts = _deduplicate_per_table(result.valid, valid_counts, dataset)
     kept_starts = np.concatenate([[0], np.cumsum(kept_counts)])
+    row_field = result.rejected.schema.get_field_index("row")
     out = []
     for i in range(len(tables)):
-        mine = result.rejected.filter(pa.array(owner == i))
-        local_rows = pc.subtract(mine.column("row"), pa.scalar(int(starts[i]), pa.int64()))
-        mine = mine.set_column(mine.schema.get_field_index("row"), "row", local_rows)
+        mine = result.rejected.slice(rejected_starts[i], rejected_counts[i])
+        if mine.num_rows:
+            local_rows = pc.subtract(mine.column("row"), pa.scalar(int(starts[i]), pa.int64()))
+            mine = mine.set_column(row_field, "row", local_rows)
         valid = kept.slice(kept_starts[i], kept_counts[i])
         out.append(PreparedBatch(dataset, valid, mine, int(valid_counts[i] - kept_counts[i])))
     return out
@@ -85,7 +89,7 @@ def _deduplicate_per_table(valid: pa.Table, counts: np.ndarray, dataset: str) ->
     key = "event_id" if dataset == "interactions" else "item_id"
     deduplicate = validation.deduplicate_events if dataset == "interactions" else validation.deduplicate_items
     origin = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    prefix = pa.array(np.char.mod("%08d", origin), pa.string())
+    prefix = pa.array([f"{i:08d}" for i in range(len(counts))], pa.string()).take(pa.array(origin))
     position = valid.schema.get_field_index(key)
     keyed = valid.set_column(position, key, pc.binary_join_element_wise(prefix, valid.column(key), "\x1f"))
     keyed = keyed.append_column("_origin", pa.array(origin)).append_column("_key", valid.column(key))
@@ -113,7 +117,7 @@ def land_uploads(
     rejected = [
         p.rejected.set_column(p.rejected.schema.get_field_index("source"), "source",
                               pa.array([upload_id] * p.rejected.num_rows, pa.string()))
-        for p, upload_id in zip(prepared, upload_ids)
+        for p, upload_id in zip(prepared, upload_ids) if p.rejected.num_rows
     ]
     combined = PreparedBatch(
         dataset,

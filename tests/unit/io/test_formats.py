@@ -59,3 +59,19 @@ def test_format_detection():
     assert formats.format_from_content_type("application/vnd.apache.parquet") == "parquet"
     assert formats.format_from_path("s3://b/x/part.NDJSON") == "ndjson"
     assert formats.format_from_path("data.bin") is None
+
+
+@pytest.mark.parametrize("decode, body", [
+    (formats.decode_json, b'[{"user_id": "u\\udc00", "item_id": "i"}]'),
+    (formats.decode_ndjson, b'{"user_id": "u", "item_id": "i"}\n{"user_id": "u\\ud800x", "item_id": 3}\n'),
+])
+def test_lone_surrogate_escape_is_invalid_text_not_a_crash(decode, body):
+    with pytest.raises(InputError) as info:
+        decode(body, "interactions")
+    assert info.value.code == "invalid_utf8"
+
+
+def test_a_surrogate_pair_is_one_character():
+    table = formats.decode_json(b'[{"user_id": "\\ud83d\\ude00", "item_id": "i"}]', "interactions")
+    assert table.column("user_id").to_pylist() == ["\U0001f600"]
+

@@ -65,6 +65,14 @@ def test_each_bad_message_is_named_and_the_good_ones_still_decode():
     assert decoded.table.column("user_id").to_pylist() == ["u1", "u9"]
 
 
+def test_a_lone_surrogate_escape_is_a_dead_letter_and_the_batch_still_lands():
+    values = [event(), b'{"user_id": "u\\ud800", "item_id": "i1", "interaction_type": "view", "timestamp": 1}',
+              event(user_id="u\U0001f600")]  # json.dumps escapes it as a surrogate pair
+    decoded = decode_payloads(values, "interactions")
+    assert [(position, reason) for position, reason, _ in decoded.failed] == [(1, "invalid_utf8")]
+    assert decoded.table.column("user_id").to_pylist() == ["u1", "u\U0001f600"]
+
+
 @pytest.mark.parametrize("values, reasons", [
     ([b"null", b'{"user_id": "u1"}'], [(0, "expected_object")]),
     ([b"[1]", b"[2]"], [(0, "expected_object"), (1, "expected_object")]),
