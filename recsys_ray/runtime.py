@@ -55,17 +55,16 @@ def _import_build_modules() -> None:
 
 
 def warm_build_workers(count: int) -> None:
-    """Have `count` workers of each pool a build uses import Ray Data now, without waiting.
+    """Start `count` workers for Ray Data's shuffle map tasks now, without waiting.
 
-    A worker's first Ray Data task pays seconds of imports, and Ray Data's
-    shuffle map tasks run in a worker pool of their own (a runtime environment
-    set by Ray Data), so a small build would otherwise wait for those imports
-    at its first read and again at its first shuffle. Started here, they
-    overlap with planning and with reading the inputs. The tasks take no CPU
-    slot from the build.
+    Those tasks run in a worker pool of their own (a runtime environment set
+    by Ray Data), so the first shuffle of a build would otherwise wait seconds
+    for new workers to start and import Ray Data. Started here, they get ready
+    while the build reads and validates its inputs. The tasks take no CPU slot
+    from the build. (The default pool is left alone: Ray starts it with the
+    cluster, and a busy warm-up task there would only make the build's first
+    task wait for yet another worker.)
     """
-    for _ in range(count):
-        _import_build_modules.remote()
     try:
         from ray.data._internal.execution.operators.hash_shuffle_v2 import _SHUFFLE_MAP_RUNTIME_ENV
     except ImportError:  # a Ray version without a separate shuffle pool
