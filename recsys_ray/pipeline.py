@@ -269,11 +269,12 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
                     blocks: int | None = None) -> "ray.data.Dataset":
     """One dataset of validated rows (combined valid + quarantine columns) from every file.
 
-    Parquet inputs with fewer files than `blocks` are split into `blocks` before
-    validation, so one large file is still validated on every CPU.
+    Large Parquet inputs with fewer files than `blocks` are split into `blocks`
+    before validation, so one large file is still validated on every CPU.
     """
     parts = []
     by_format: dict[tuple[str, bool], list[str]] = {}
+    sizes = {entry.uri: entry.size for entry in files}
     for entry in files:
         if entry.size == 0:
             raise BuildError(f"input file {entry.uri} is empty")
@@ -287,7 +288,9 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
                 _check_parquet(uri, options)
             ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True,
                                        override_num_blocks=max(blocks or 1, len(paths)))
-            if blocks and len(paths) < blocks:
+            if blocks and len(paths) < blocks and sum(sizes[u] for u in uris) >= _READ_BYTES_PER_CPU_ROUND:
+                # Otherwise each file is validated by the task that reads it; a
+                # small input is validated sooner that way than by splitting it.
                 ds = ds.repartition(blocks)
             ds = ds.map_batches(batch_stage.validate_table_batch, batch_format="pyarrow",
                                 fn_kwargs={"dataset": dataset, "cfg": vcfg})
