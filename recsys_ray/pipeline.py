@@ -114,8 +114,26 @@ def _list_inputs(uris: list[str], options: storage.StorageOptions, required: boo
     return files
 
 
+_TUNED_CONTEXT_FIELDS = ("target_max_block_size", "use_datasource_v2", "shuffle_input_batch_bytes",
+                         "enable_progress_bars")
+
+
 def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
-    """Run the whole build on the current Ray cluster (or a local one) and return the manifest."""
+    """Run the whole build on the current Ray cluster (or a local one) and return the manifest.
+
+    The Ray Data settings the build tunes are restored afterwards, so a caller's
+    own Ray Data work in the same process is unaffected.
+    """
+    ctx = DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in _TUNED_CONTEXT_FIELDS}
+    try:
+        return _build(cfg)
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def _build(cfg: RecsysConfig) -> dict[str, Any]:
     ensure_ray()
     warm_build_workers(min(4, int(ray.cluster_resources().get("CPU", 1)) or 1))
     plan = plan_build(cfg)

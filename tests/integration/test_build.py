@@ -49,7 +49,12 @@ def write_inputs(directory: Path, events: pd.DataFrame, n_items=60) -> tuple[str
 
 def build(ray_session, out, **build):
     cfg = RecsysConfig.load(build={"out": str(out), "version": "v1", **build})
-    return build_training_data(cfg)
+    context = ray_session.data.DataContext.get_current()
+    before = (context.use_datasource_v2, context.shuffle_input_batch_bytes, context.target_max_block_size)
+    manifest = build_training_data(cfg)
+    # The build's Ray Data tuning does not leak into the caller's process.
+    assert (context.use_datasource_v2, context.shuffle_input_batch_bytes, context.target_max_block_size) == before
+    return manifest
 
 
 def read_split(out, manifest, name) -> pd.DataFrame:
