@@ -38,6 +38,13 @@ class StorageConfig(Section):
     session_token: SecretStr | None = None
 
 
+def _as_utc(cls, value: datetime | None) -> datetime | None:
+    """A naive datetime is taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 class ValidationConfig(Section):
     """Limits every ingested row is checked against (HTTP, Kafka and batch alike)."""
 
@@ -50,12 +57,7 @@ class ValidationConfig(Section):
     rating_min: float = 1.0
     rating_max: float = 5.0
 
-    @field_validator("min_timestamp", "max_timestamp")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
+    _utc = field_validator("min_timestamp", "max_timestamp")(_as_utc)
 
     def time_range(self) -> tuple[datetime, datetime]:
         """The accepted [min, max] event-time window, resolved now."""
@@ -99,12 +101,7 @@ class BuildConfig(Section):
             raise ValueError("at least one positive interaction type is required")
         return value
 
-    @field_validator("cutoff")
-    @classmethod
-    def _cutoff_utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
+    _cutoff_utc = field_validator("cutoff")(_as_utc)
 
 
 class ApiConfig(Section):

@@ -381,23 +381,16 @@ def _collect(ds) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def _train_events(events: pa.Table, cutoff_us: int, strategy: str, positive_types: tuple[str, ...]) -> pa.Table:
-    if strategy == "leave_last_out":
-        events = split.per_user_cutoffs(events, positive_types)
-    with_split = split.assign_split(events, cutoff_us, strategy)
-    return with_split.filter(pc.equal(with_split.column("split"), "train"))
-
-
 def user_features_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
                                 positive_types: tuple[str, ...]) -> pa.Table:
-    return features.user_features(_train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
+    return features.user_features(split.train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
 
 
 def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
                                 positive_types: tuple[str, ...]) -> pa.Table:
     """Training-window partials, plus zero rows for items seen only after the cutoff
     (so that every item of the snapshot is known to the sampler)."""
-    partials = features.item_partials(_train_events(events, cutoff_us, strategy, positive_types))
+    partials = features.item_partials(split.train_events(events, cutoff_us, strategy, positive_types))
     all_items = pc.unique(events.column("item_id"))
     unseen = pc.filter(all_items, pc.invert(pc.is_in(all_items, value_set=partials.column("item_id"))))
     if len(unseen) == 0:

@@ -122,10 +122,17 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
 
 
 def decode_ndjson(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
-    if len(bytes(data).strip()) == 0:
-        return _empty_input_table(dataset)
     _reject_binary(data, "NDJSON")
-    text = _utf8(data)  # Arrow's JSON reader does not reject invalid UTF-8 itself
+    return _decode_ndjson_text(data, _utf8(data), dataset)  # Arrow's JSON reader lets invalid UTF-8 through
+
+
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
+
+
+def _decode_ndjson_text(data: bytes | memoryview, text: str, dataset: str | None) -> pa.Table:
+    """NDJSON whose UTF-8 `text` is already decoded from `data` (decoded once, not per step)."""
+    if not text.strip(_ASCII_WHITESPACE):
+        return _empty_input_table(dataset)
     # Text fields stay text: an id such as "2024-01-01" must not be inferred as a date.
     text_fields = pa.schema([(name, pa.string()) for name in _string_columns(dataset)
                              if name not in ("timestamp", "rating", "price")])
@@ -161,7 +168,8 @@ def decode_json(data: bytes | memoryview, dataset: str | None = None) -> pa.Tabl
     if stripped[0] == "{":
         # Several lines of objects: NDJSON sent as application/json.
         if "\n" in stripped.strip():
-            return decode_ndjson(data, dataset)
+            _reject_binary(data, "NDJSON")
+            return _decode_ndjson_text(data, text, dataset)
         raise InputError("expected_array", "expected a JSON array of records, got a JSON object")
     try:
         payload = json.loads(text)

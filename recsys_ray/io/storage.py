@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_ray.config import StorageConfig
+from recsys_ray.io import formats
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,7 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) ->
 def write_table(uri: str, table: pa.Table, options: StorageOptions | None = None,
                 compression: str = "zstd") -> int:
     """Write `table` as one Parquet object at `uri`, atomically; returns bytes written."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=compression)
-    return write_bytes(uri, sink.getvalue().to_pybytes(), options)
+    return write_bytes(uri, formats.encode_parquet(table, compression=compression), options)
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

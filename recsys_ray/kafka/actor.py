@@ -40,9 +40,6 @@ class KafkaConsumerActor:
     async def health(self) -> dict[str, Any]:
         return self._loop.health()
 
-    async def check_health(self) -> None:
-        self._loop.raise_if_unhealthy()
-
     async def snapshot(self) -> dict[str, Any]:
         return self._loop.snapshot()
 
@@ -80,9 +77,11 @@ def supervise(actors: list[ray.actor.ActorHandle], stop: threading.Event, period
     unreachable = [0] * len(actors)
     while not stop.wait(period_s):
         statuses = []
+        # Ask every actor at once, so one that cannot answer does not delay the others' checks.
+        pending = [actor.snapshot.remote() for actor in actors]
         for index, actor in enumerate(actors):
             try:
-                status = ray.get(actor.snapshot.remote(), timeout=max(30.0, period_s))
+                status = ray.get(pending[index], timeout=max(30.0, period_s))
             except (RayActorError, GetTimeoutError) as exc:
                 if getattr(exc, "actor_init_failed", False):
                     log.error("a Kafka consumer actor could not start: %s", exc)

@@ -477,15 +477,14 @@ class _Rebalance(ConsumerRebalanceListener):
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked):
-        try:
-            await self._loop._on_revoked(set(revoked))
-        except Exception as exc:
-            self._loop._listener_error = exc
-            raise
+        await self._forward(self._loop._on_revoked, revoked)
 
     async def on_partitions_assigned(self, assigned):
+        await self._forward(self._loop._on_assigned, assigned)
+
+    async def _forward(self, handler, partitions) -> None:
         try:
-            await self._loop._on_assigned(set(assigned))
+            await handler(set(partitions))
         except Exception as exc:
             self._loop._listener_error = exc
             raise

@@ -162,8 +162,6 @@ def create_api(service: "IngestService", metrics: IngestMetrics) -> FastAPI:
 class Submission:
     """One record-endpoint request waiting to be validated and landed with others."""
 
-    tenant: str
-    dataset: str
     table: pa.Table
     claim: Optional[IdempotencyClaim]
 
@@ -181,9 +179,7 @@ class IngestService:
         self._cfg = cfg
         digests = dict(key_digests)
         if cfg.api.keys_file:
-            with open(cfg.api.keys_file) as handle:
-                for digest, tenant in auth.parse_keys_file(handle.read()).items():
-                    digests.setdefault(digest, tenant)
+            auth.add_keys_file(digests, cfg.api.keys_file)
         self._keys = auth.KeyRing(digests)
         if not len(self._keys):
             log.warning("no API keys are configured (RECSYS_API_KEYS or api.keys_file): "
@@ -316,7 +312,7 @@ class IngestService:
             raise ApiError(413, "too_many_rows", f"{table.num_rows} rows exceed the limit of {limit} per request; "
                            "send fewer rows per request or use POST /v1/uploads/{dataset}",
                            {"rows": table.num_rows, "limit": limit})
-        return await self._batcher.submit((tenant, dataset), Submission(tenant, dataset, table, claim))
+        return await self._batcher.submit((tenant, dataset), Submission(table, claim))
 
     async def _land_group(self, key: tuple[str, str], group: list[Submission]) -> list[Any]:
         """Validate and land one write batch of a tenant and dataset; a report (or the failure) per request."""

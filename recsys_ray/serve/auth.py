@@ -61,9 +61,14 @@ def digests_from_config(api: ApiConfig) -> dict[str, str]:
     if api.keys is not None:
         digests.update(parse_key_pairs(api.keys.get_secret_value()))
     if api.keys_file:
-        for digest, tenant in parse_keys_file(Path(api.keys_file).read_text()).items():
-            _add(digests, tenant, digest)
+        add_keys_file(digests, api.keys_file)
     return digests
+
+
+def add_keys_file(digests: dict[str, str], path: str) -> None:
+    """Merge a keys file into `digests`; a key given to two tenants is an error."""
+    for digest, tenant in parse_keys_file(Path(path).read_text()).items():
+        _add(digests, tenant, digest)
 
 
 class KeyRing:

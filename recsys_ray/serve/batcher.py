@@ -35,10 +35,6 @@ class WriteBatcher(Generic[Item]):
         self._running = 0  # runners landing or about to; counted synchronously, so none is missed
         self._tasks: set[asyncio.Task] = set()
 
-    @property
-    def queued(self) -> int:
-        return sum(len(q) for q in self._waiting.values())
-
     async def submit(self, key: Hashable, item: Item) -> Any:
         """Land `item` with others of the same `key`; returns its result once its batch is stored."""
         loop = asyncio.get_running_loop()

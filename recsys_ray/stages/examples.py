@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from recsys_ray import hashing, schemas
 from recsys_ray.stages.features import join_features, user_features
-from recsys_ray.stages.split import assign_split, per_user_cutoffs, timestamp_micros
+from recsys_ray.stages.split import split_events, timestamp_micros, train_events
 
 SPLIT_CODES = {"train": 0, "test": 1}
 _SHARD_SALT = 0x5EED5A17
@@ -203,9 +203,7 @@ def count_positives(events: pa.Table, *, cutoff_us: int, strategy: str,
     """Positives per split in a batch holding whole users: (split, positives) rows."""
     if events.num_rows == 0:
         return pa.table({"split": pa.array([], pa.string()), "positives": pa.array([], pa.int64())})
-    if strategy == "leave_last_out":
-        events = per_user_cutoffs(events, positive_types)
-    positives = select_positives(assign_split(events, cutoff_us, strategy), positive_types)
+    positives = select_positives(split_events(events, cutoff_us, strategy, positive_types), positive_types)
     counts = positives.group_by("split", use_threads=False).aggregate([("split", "count")])
     return pa.table({"split": counts.column("split"), "positives": pc.cast(counts.column("split_count"), pa.int64())})
 
@@ -228,9 +226,7 @@ def label_examples(
     """
     if events.num_rows == 0:
         return _LABELLED.empty_table()
-    if strategy == "leave_last_out":
-        events = per_user_cutoffs(events, positive_types)
-    events = assign_split(events, cutoff_us, strategy)
+    events = split_events(events, cutoff_us, strategy, positive_types)
     positives = select_positives(events, positive_types)
     sampled = sample_negatives(positives, events, candidates, negatives, seed)
     return pa.concat_tables([
@@ -264,9 +260,7 @@ def build_examples(
         return schemas.TRAINING.empty_table()
     rows = label_examples(events, cutoff_us=cutoff_us, strategy=strategy, positive_types=positive_types,
                           candidates=candidates, negatives=negatives, seed=seed)
-    with_cutoffs = per_user_cutoffs(events, positive_types) if strategy == "leave_last_out" else events
-    split_events = assign_split(with_cutoffs, cutoff_us, strategy)
-    users = user_features(split_events.filter(pc.equal(split_events.column("split"), "train")), cutoff_us)
+    users = user_features(train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
     return with_features(rows, users, item_features)
 
 

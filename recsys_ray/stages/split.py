@@ -98,3 +98,17 @@ def per_user_cutoffs(events: pa.Table, positive_types: tuple[str, ...]) -> pa.Ta
     cutoff = np.where(stats.column("pos_sum").to_numpy() >= 2, stats.column("pos_ts_max").to_numpy(), never)
     per_user = pa.table({"user_id": stats.column("user_id"), "_user_cutoff": cutoff})
     return events.join(per_user, "user_id", join_type="left outer", use_threads=False)
+
+
+def split_events(events: pa.Table, cutoff_us: int, strategy: str, positive_types: tuple[str, ...]) -> pa.Table:
+    """Events of whole users with their `split`, under either strategy."""
+    if strategy == "leave_last_out":
+        events = per_user_cutoffs(events, positive_types)
+    return assign_split(events, cutoff_us, strategy)
+
+
+def train_events(events: pa.Table, cutoff_us: int, strategy: str, positive_types: tuple[str, ...]) -> pa.Table:
+    """The training-window events of whole users (what features may see)."""
+    with_split = split_events(events, cutoff_us, strategy, positive_types)
+    return with_split.filter(pc.equal(with_split.column("split"), "train"))
+

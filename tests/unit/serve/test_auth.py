@@ -46,6 +46,15 @@ def test_keys_file_holds_hashed_keys(tmp_path):
     assert ring.tenants == {"acme", "globex", "initech"}
 
 
+def test_keys_file_giving_an_env_key_to_another_tenant_is_refused(tmp_path):
+    """The replica merges its keys file into the digests it was given (from RECSYS_API_KEYS)."""
+    path = tmp_path / "keys"
+    path.write_text(f"globex:{auth.hash_key('k1')}\n")
+    digests = auth.parse_key_pairs("acme:k1")
+    with pytest.raises(ValueError, match="two tenants"):
+        auth.add_keys_file(digests, str(path))
+
+
 @pytest.mark.parametrize("line", ["acme:notahash", "acme", f"acme:{'g' * 64}"])
 def test_malformed_keys_file_lines_are_refused(line):
     with pytest.raises(ValueError, match="line 1"):

@@ -1,6 +1,5 @@
 """Whole-file uploads: chunked decoding, validation into local files, landing only when all of it is good."""
 
-import io
 import json
 import os
 
@@ -140,9 +139,3 @@ def test_validation_only_keeps_no_rows(tmp_path):
     prepared = landing.prepare_file(path, "ndjson", "interactions", CFG, chunk_rows=10, work_dir=None)
     assert prepared.accepted == 100 and prepared.parts == []
     assert prepared.report(None, [])["upload_id"] is None
-
-
-def test_csv_bytes_helper_roundtrip():
-    sink = io.BytesIO()
-    pacsv.write_csv(_events(3), sink)
-    assert formats.decode(sink.getvalue(), "csv", "interactions").num_rows == 3
