@@ -114,18 +114,16 @@ def run_baseline(inter: str, items: str, out: str) -> dict:
     mark("features")
     candidates = examples.make_candidates(pc.unique(catalog.column("item_id")), None, b.sampling,
                                           b.popularity_alpha)
-    rows = examples.build_examples(events, cutoff_us=cutoff, strategy="time", positive_types=b.positive_types,
-                                   candidates=candidates, item_features=item_table, negatives=b.negatives,
-                                   seed=b.seed)
+    rows = examples.label_examples(events, cutoff_us=cutoff, strategy="time", positive_types=b.positive_types,
+                                   candidates=candidates, negatives=b.negatives, seed=b.seed)
     mark("examples")
-    counts = rows.group_by("split", use_threads=False).aggregate([("split", "count")])
-    shards = {s: max(1, int(np.ceil(n / b.rows_per_shard)))
-              for s, n in zip(counts.column("split").to_pylist(), counts.column("split_count").to_pylist())}
+    # Shards sized and written as the build does: from positive counts, features joined per shard.
+    positives = rows.filter(pc.equal(rows.column("label"), 1.0))
+    shards = {s: max(1, int(np.ceil(pc.sum(pc.equal(positives.column("split"), s)).as_py() * (1 + b.negatives)
+                                    / b.rows_per_shard))) for s in ("train", "test")}
     rows = examples.assign_shards(rows, shards, b.seed)
-    keys = rows.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
-    for name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
-        part = rows.filter(pc.and_(pc.equal(rows.column("split"), name), pc.equal(rows.column("_shard"), shard)))
-        storage.write_table(f"{out}/{name}/part-{shard:05d}.parquet", examples.order_shard(part))
+    for name, shard, part in examples.shard_groups(rows):
+        storage.write_table(f"{out}/{name}/part-{shard:05d}.parquet", examples.finish_shard(part, users, item_table))
     mark("shuffle_and_write")
     return {"wall_s": round(time.perf_counter() - started, 2), "stages_s": stages,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

@@ -134,9 +134,9 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
 
 
 def _build(cfg: RecsysConfig) -> dict[str, Any]:
+    plan = plan_build(cfg)  # bad inputs fail before a local Ray is started
     ensure_ray()
     warm_build_workers(min(4, int(ray.cluster_resources().get("CPU", 1)) or 1))
-    plan = plan_build(cfg)
     timer = StageTimer()
     created_at = datetime.now(timezone.utc)
     # Resolve "now" once so every worker applies the same accepted time range.
@@ -247,7 +247,6 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
         "quarantine": "quarantine",
         "schema": [{"name": f.name, "type": str(f.type)} for f in schemas.TRAINING],
     }
-    timer.seconds["manifest"] = 0.0
     manifest["timings_s"] = timer.seconds
     storage.write_bytes(storage.join(plan.out, MANIFEST), json.dumps(manifest, indent=2).encode(), plan.options)
     manifest["uri"] = plan.out
@@ -481,13 +480,10 @@ def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions
     (fetched here, zero-copy on the same node). Returns one row per file:
     split, shard, path, rows, positives.
     """
-    users = [ray.get(ref) for ref in user_features]
+    users = ray.get(list(user_features))
     users = pa.concat_tables(users) if users else schemas.USER_FEATURES.empty_table()
-    keys = batch.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate([])
     meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
-    for split_name, shard in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist()):
-        rows = batch.filter(pc.and_(pc.equal(batch.column("split"), split_name),
-                                    pc.equal(batch.column("_shard"), shard)))
+    for split_name, shard, rows in examples.shard_groups(batch):
         relative = f"{split_name}/part-{shard:05d}.parquet"
         storage.write_table(storage.join(out, relative), examples.finish_shard(rows, users, item_features), options)
         meta["split"].append(split_name)

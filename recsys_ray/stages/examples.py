@@ -20,7 +20,6 @@ from recsys_ray import hashing, schemas
 from recsys_ray.stages.features import join_features, user_features
 from recsys_ray.stages.split import split_events, timestamp_micros, train_events
 
-SPLIT_CODES = {"train": 0, "test": 1}
 _SHARD_SALT = 0x5EED5A17
 _FALLBACK_SALT = 1 << 40
 _ROUNDS = 4
@@ -284,6 +283,20 @@ def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -
     shard = np.minimum((hashing.to_unit_interval(h) * n).astype(np.int64), n - 1)
     return rows.append_column("_shard", pa.array(shard, pa.int32())).append_column(
         "_order", pa.array(h.view(np.int64)))
+
+
+def shard_groups(rows: pa.Table):
+    """(split, shard, rows) for every shard present in `rows` (which carry `_shard`): one sort, then slices."""
+    if rows.num_rows == 0:
+        return
+    ordered = rows.take(pc.sort_indices(rows, sort_keys=[("split", "ascending"), ("_shard", "ascending")]))
+    keys = ordered.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate(
+        [("_shard", "count")]).sort_by([("split", "ascending"), ("_shard", "ascending")])
+    start = 0
+    for split_name, shard, count in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist(),
+                                        keys.column("_shard_count").to_pylist()):
+        yield split_name, shard, ordered.slice(start, count)
+        start += count
 
 
 def finish_shard(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:

@@ -503,3 +503,13 @@ def test_order_shard_breaks_equal_order_keys_by_row_values():
         assert "_shard" not in ordered.column_names and "_order" not in ordered.column_names
         assert list(zip(ordered["user_id"].to_pylist(), ordered["item_id"].to_pylist(),
                         ordered["label"].to_pylist())) == expected
+
+
+def test_shard_groups_cover_every_row_once_by_split_and_shard():
+    rows = pa.table({"split": ["test", "train", "train", "test", "train"], "_shard": [0, 1, 0, 0, 1],
+                     "label": [1.0, 0.0, 1.0, 0.0, 1.0]})
+    groups = [(split_name, shard, part["label"].to_pylist()) for split_name, shard, part in
+              examples.shard_groups(rows)]
+    assert groups == [("test", 0, [1.0, 0.0]), ("train", 0, [1.0]), ("train", 1, [0.0, 1.0])]
+    assert list(examples.shard_groups(rows.slice(0, 0))) == []
+
