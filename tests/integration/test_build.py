@@ -210,6 +210,62 @@ def test_planted_future_event_changes_no_train_feature(ray_session, tmp_path):
     assert second["counts"]["test_positives"] >= first["counts"]["test_positives"]
 
 
+def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
+    """Each user with two or more positives has their latest positive (and anything
+    at or after it) in test; features see only each user's training events; the
+    output does not depend on parallelism."""
+    events = make_events(n=2500, users=60, items=50, seed=11)
+    inter, items = write_inputs(tmp_path / "in", events, n_items=50)
+    manifest = build(ray_session, tmp_path / "out", interactions=inter, items=items, seed=3,
+                     split_strategy="leave_last_out", shards=2, parallelism=3)
+    assert manifest["split_strategy"] == "leave_last_out"
+
+    e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
+    pos = e[e.interaction_type.isin(POSITIVE)]
+    per_user = pos.groupby("user_id").timestamp.agg(["max", "size"])
+    user_cutoff = per_user["max"].where(per_user["size"] >= 2).reindex(e.user_id.unique())
+    e = e.assign(split=np.where(e.timestamp >= e.user_id.map(user_cutoff).fillna(np.inf), "test", "train"))
+    assert (e.split == "test").any() and (e.split == "train").any()
+    expected = (e[e.interaction_type.isin(POSITIVE)].groupby(["user_id", "item_id", "split"]).timestamp.max()
+                .reset_index())
+
+    out = tmp_path / "out"
+    rows = pd.concat([read_split(out, manifest, "train"), read_split(out, manifest, "test")])
+    got = rows[rows.label == 1][["user_id", "item_id", "split", "timestamp"]]
+    got = got.assign(timestamp=got.timestamp.astype("int64") // 10**6)
+    merged = expected.merge(got, on=["user_id", "item_id", "split"], how="outer", indicator=True)
+    assert (merged._merge == "both").all() and (merged.timestamp_x == merged.timestamp_y).all()
+    # every user with two or more positives has exactly one test positive time
+    test_users = set(per_user.index[per_user["size"] >= 2])
+    assert set(got[got.split == "test"].user_id) == test_users
+    seen = set(zip(events.user_id, events.item_id))
+    negatives = rows[rows.label == 0]
+    assert not any((u, i) in seen for u, i in zip(negatives.user_id, negatives.item_id))
+    assert manifest["counts"]["negative_shortfall"] == 0
+    assert len(negatives) == 4 * len(got)
+
+    # features from each user's own training window only
+    train = e[e.split == "train"]
+    users = pq.read_table(out / "features" / "users").to_pandas().set_index("user_id")
+    ref = train.groupby("user_id").agg(total=("item_id", "size"), last=("timestamp", "max"))
+    assert set(users.index) == set(ref.index)
+    joined = users.join(ref)
+    assert (joined.user_total_interactions == joined.total).all()
+    snapshot_end = pd.Timestamp(manifest["cutoff"]).timestamp()
+    assert snapshot_end > e.timestamp.max()
+    assert np.allclose(joined.user_recency_days, (snapshot_end - joined["last"]) / 86400)
+    items_table = pq.read_table(out / "features" / "items.parquet").to_pandas().set_index("item_id")
+    item_ref = train.groupby("item_id").user_id.nunique()
+    assert (items_table.item_unique_users == item_ref.loc[items_table.index]).all()
+
+    again = build(ray_session, tmp_path / "again", interactions=inter, items=items, seed=3,
+                  split_strategy="leave_last_out", shards=2, parallelism=2)
+    assert again["counts"] == manifest["counts"]
+    for split in ("train", "test"):
+        for a, b in zip(manifest["shards"][split], again["shards"][split]):
+            assert pq.read_table(out / a["path"]).equals(pq.read_table(tmp_path / "again" / b["path"]))
+
+
 def test_rerun_replaces_the_version(built, ray_session, tmp_path):
     events, manifest, out, inter, items = built
     target = tmp_path / "rerun"
