@@ -19,4 +19,9 @@ RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" "/tmp/recs
     && python -c "import ray, recsys_ray; assert ray.__version__ == '2.60.0', ray.__version__" \
     && recsys-ray --help > /dev/null
 
+# Arrow's allocator returns freed pages to the OS at once, so a Ray worker that
+# goes idle after a large task does not keep that task's peak resident
+# (recsys_ray.runtime.ALLOCATOR_ENV sets the same for a local Ray).
+ENV MIMALLOC_PURGE_DELAY=0
+
 WORKDIR /home/ray

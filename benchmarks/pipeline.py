@@ -58,9 +58,9 @@ def run_ray_build(inter: str, items: str, out: str) -> dict:
     from recsys_ray.config import RecsysConfig
     from recsys_ray.pipeline import build_training_data
 
-    from recsys_ray.runtime import local_ray_options
+    from recsys_ray.runtime import start_local_ray
 
-    ray.init(**local_ray_options())  # a fresh local instance, as `recsys-ray build` starts one
+    start_local_ray()  # a fresh local instance, as `recsys-ray build` starts one
     init_s = time.perf_counter() - started
     manifest = build_training_data(RecsysConfig.load(build={"interactions": inter, "items": items, "out": out,
                                                             "version": "bench"}))
@@ -80,7 +80,7 @@ def run_baseline(inter: str, items: str, out: str) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from recsys_ray import validation
+    from recsys_ray import schemas, validation
     from recsys_ray.config import BuildConfig, ValidationConfig
     from recsys_ray.io import storage
     from recsys_ray.stages import examples, features, split
@@ -102,6 +102,7 @@ def run_baseline(inter: str, items: str, out: str) -> dict:
     catalog, _ = validation.deduplicate_items(validation.validate(pq.read_table(items), "items", vcfg).valid)
     mark("validate")
     events, _ = validation.deduplicate_events(result.valid)
+    events = events.drop_columns(["event_id"])
     mark("dedup")
     ts = np.sort(split.timestamp_micros(events))
     cutoff = int(ts[split.quantile_rank(len(ts), b.test_fraction)])
@@ -123,7 +124,8 @@ def run_baseline(inter: str, items: str, out: str) -> dict:
                                     / b.rows_per_shard))) for s in ("train", "test")}
     rows = examples.assign_shards(rows, shards, b.seed)
     for name, shard, part in examples.shard_groups(rows):
-        storage.write_table(f"{out}/{name}/part-{shard:05d}.parquet", examples.finish_shard(part, users, item_table))
+        storage.write_tables(f"{out}/{name}/part-{shard:05d}.parquet",
+                             examples.finish_shard_chunks(part, users, item_table), schemas.TRAINING)
     mark("shuffle_and_write")
     return {"wall_s": round(time.perf_counter() - started, 2), "stages_s": stages,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

@@ -271,6 +271,16 @@ def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
     return sink.getvalue()
 
 
+def encode_parquet_tables(tables: Iterable[pa.Table], schema: pa.Schema, *, compression: str = "zstd") -> bytes:
+    """Parquet bytes of consecutive `tables` (each of `schema`, each one or more row
+    groups), encoded as they arrive so only one table is held at a time."""
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, schema, compression=compression) as writer:
+        for table in tables:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
 def iter_decode_file(path: str, fmt: Format, dataset: str | None = None, *,
                      chunk_rows: int = 1_000_000) -> Iterator[pa.Table]:
     """Decode a local file as tables of about `chunk_rows` rows, same values as `decode`.

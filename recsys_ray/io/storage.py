@@ -16,6 +16,7 @@ import fnmatch
 import os
 import posixpath
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -122,6 +123,12 @@ def write_table(uri: str, table: pa.Table, options: StorageOptions | None = None
                 compression: str = "zstd") -> int:
     """Write `table` as one Parquet object at `uri`, atomically; returns bytes written."""
     return write_bytes(uri, formats.encode_parquet(table, compression=compression), options)
+
+
+def write_tables(uri: str, tables: Iterable[pa.Table], schema: pa.Schema, options: StorageOptions | None = None,
+                 compression: str = "zstd") -> int:
+    """Write consecutive `tables` as one Parquet object at `uri`, atomically; returns bytes written."""
+    return write_bytes(uri, formats.encode_parquet_tables(tables, schema, compression=compression), options)
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

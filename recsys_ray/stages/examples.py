@@ -10,6 +10,7 @@ result is the same whatever the parallelism or worker count.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import hashing, schemas
-from recsys_ray.stages.features import join_features, user_features
+from recsys_ray.stages.features import feature_positions, join_features, user_features
 from recsys_ray.stages.split import split_events, timestamp_micros, train_events
 
 _SHARD_SALT = 0x5EED5A17
@@ -302,7 +303,29 @@ def shard_groups(rows: pa.Table):
 def finish_shard(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
     """One shard's labelled rows (with `_shard`/`_order`) in their final order,
     joined with user and item features, as `schemas.TRAINING`."""
-    return with_features(order_shard(rows), users, items)
+    return pa.concat_tables(finish_shard_chunks(rows, users, items))
+
+
+SHARD_CHUNK_ROWS = 262_144
+
+
+def finish_shard_chunks(rows: pa.Table, users: pa.Table, items: pa.Table,
+                        chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
+    """`finish_shard` as consecutive tables of at most `chunk_rows` rows.
+
+    Feature rows are looked up once for the shard and joined a slice at a time,
+    so a writer never holds the whole wide shard: with ~30 feature columns it
+    is several times the size of the narrow rows. Always yields at least one
+    table (empty for an empty shard), so the schema reaches the writer.
+    """
+    ordered = order_shard(rows)
+    user_rows = feature_positions(ordered.column("user_id"), users, "user_id")
+    item_rows = feature_positions(ordered.column("item_id"), items, "item_id")
+    for start in range(0, max(ordered.num_rows, 1), chunk_rows):
+        length = min(chunk_rows, ordered.num_rows - start)
+        joined = join_features(ordered.slice(start, length), users, items,
+                               positions=(user_rows.slice(start, length), item_rows.slice(start, length)))
+        yield joined.select(schemas.TRAINING.names).cast(schemas.TRAINING)
 
 
 def order_shard(rows: pa.Table) -> pa.Table:

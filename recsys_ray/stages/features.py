@@ -123,14 +123,24 @@ def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
     return pa.table(columns).cast(schemas.ITEM_FEATURES).sort_by("item_id")
 
 
-def join_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
-    """Left-join user and item features onto rows; cold users and items get nulls."""
-    for features, key in ((users, "user_id"), (items, "item_id")):
-        # Feature tables hold one row per key, so a lookup by position is the
-        # left join; a null position (cold key) takes a row of nulls.
-        keys = features.column(key)
-        position = pc.index_in(rows.column(key), value_set=keys.combine_chunks() if keys.num_chunks != 1
-                               else keys.chunk(0))
+def feature_positions(keys: pa.Array | pa.ChunkedArray, features: pa.Table, key: str) -> pa.Array:
+    """Row of `features` (one row per `key`) for each of `keys`; null for a cold key."""
+    values = features.column(key)
+    return pc.index_in(keys, value_set=values.combine_chunks() if values.num_chunks != 1 else values.chunk(0))
+
+
+def join_features(rows: pa.Table, users: pa.Table, items: pa.Table,
+                  positions: tuple[pa.Array, pa.Array] | None = None) -> pa.Table:
+    """Left-join user and item features onto rows; cold users and items get nulls.
+
+    Feature tables hold one row per key, so a lookup by position is the left
+    join. `positions` (user rows, item rows, from `feature_positions`) may be
+    given when the caller joins slices of one larger table.
+    """
+    if positions is None:
+        positions = (feature_positions(rows.column("user_id"), users, "user_id"),
+                     feature_positions(rows.column("item_id"), items, "item_id"))
+    for features, key, position in ((users, "user_id", positions[0]), (items, "item_id", positions[1])):
         looked_up = features.drop_columns([key]).take(position)
         for name in looked_up.column_names:
             rows = rows.append_column(name, looked_up.column(name))

@@ -335,3 +335,10 @@ def test_dockerfile_copies_and_installs_the_package():
         assert (REPO / source).exists(), source
     runs = " ".join(args for instruction, args in instructions if instruction == "RUN")
     assert re.search(r"pip install .*/tmp/recsys-ray", runs)
+
+
+def test_dockerfile_sets_the_allocator_environment_of_a_local_ray():
+    from recsys_ray.runtime import ALLOCATOR_ENV
+
+    env = dict(args.split("=", 1) for instruction, args in dockerfile_instructions() if instruction == "ENV")
+    assert {name: env.get(name) for name in ALLOCATOR_ENV} == ALLOCATOR_ENV

@@ -1,6 +1,7 @@
 import json
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from recsys_ray.io import formats
@@ -75,3 +76,14 @@ def test_a_surrogate_pair_is_one_character():
     table = formats.decode_json(b'[{"user_id": "\\ud83d\\ude00", "item_id": "i"}]', "interactions")
     assert table.column("user_id").to_pylist() == ["\U0001f600"]
 
+
+
+def test_parquet_of_consecutive_tables_keeps_order_and_row_groups():
+    schema = pa.schema([("user_id", pa.string()), ("n", pa.int64())])
+    parts = [pa.table({"user_id": [f"u{i}" for i in range(s, s + 3)], "n": list(range(s, s + 3))}, schema=schema)
+             for s in (0, 3, 6)]
+    data = formats.encode_parquet_tables(iter(parts), schema)
+    assert formats.decode(data, "parquet").equals(pa.concat_tables(parts))
+    assert pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups == 3
+    empty = formats.encode_parquet_tables([schema.empty_table()], schema)
+    assert formats.decode(empty, "parquet").schema == schema

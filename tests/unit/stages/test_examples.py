@@ -513,3 +513,24 @@ def test_shard_groups_cover_every_row_once_by_split_and_shard():
     assert groups == [("test", 0, [1.0, 0.0]), ("train", 0, [1.0]), ("train", 1, [0.0, 1.0])]
     assert list(examples.shard_groups(rows.slice(0, 0))) == []
 
+
+
+def test_finish_shard_chunks_join_slices_to_the_whole_shard():
+    rows = examples.label_examples(EVENTS, cutoff_us=CUTOFF_US, strategy="time", positive_types=POSITIVE,
+                                   candidates=UNIFORM, negatives=3, seed=42)
+    sharded = examples.assign_shards(rows, {"train": 1, "test": 1}, seed=42)
+    part = sharded.filter(pc.equal(sharded["split"], "train"))
+    train = with_split(EVENTS)
+    users = features.user_features(train.filter(pc.equal(train["split"], "train")), CUTOFF_US)
+    items = item_features_of(EVENTS)
+    whole = examples.with_features(examples.order_shard(part), users, items)
+    chunks = list(examples.finish_shard_chunks(part, users, items, chunk_rows=7))
+    assert [c.num_rows for c in chunks] == [7] * (part.num_rows // 7) + ([part.num_rows % 7] if part.num_rows % 7
+                                                                          else [])
+    assert all(c.schema == schemas.TRAINING for c in chunks)
+    assert pa.concat_tables(chunks).equals(whole)
+    assert examples.finish_shard(part, users, items).equals(whole)
+    # cold keys still get nulls in a slice that starts mid-shard
+    assert pa.concat_tables(chunks)["user_total_interactions"].null_count == whole["user_total_interactions"].null_count
+    empty = list(examples.finish_shard_chunks(part.slice(0, 0), users, items))
+    assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == schemas.TRAINING

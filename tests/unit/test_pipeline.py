@@ -1,0 +1,66 @@
+"""The build's Parquet input pieces, read and validated without Ray."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_ray.config import ValidationConfig
+from recsys_ray.io import storage
+from recsys_ray.pipeline import BuildError, _parquet_pieces, read_and_validate_parquet
+from recsys_ray.stages import batch as batch_stage
+
+
+def events(n: int, bad_every: int = 0) -> pa.Table:
+    return pa.table({
+        "user_id": [f"u{i % 7}" for i in range(n)],
+        "item_id": [f"i{i % 5}" for i in range(n)],
+        "interaction_type": ["teleport" if bad_every and i % bad_every == 0 else "click" for i in range(n)],
+        "timestamp": [1_700_000_000 + i for i in range(n)],
+    })
+
+
+@pytest.fixture()
+def grouped_file(tmp_path):
+    path = tmp_path / "events.parquet"
+    pq.write_table(events(1000, bad_every=97), path, row_group_size=100)
+    return storage.FileEntry(str(path), path.stat().st_size)
+
+
+def test_a_large_file_is_split_along_row_groups_with_row_offsets(grouped_file):
+    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    assert 3 <= len(pieces) <= 6
+    groups = [g for p in pieces for g in p["row_groups"]]
+    assert groups == list(range(10))
+    assert [p["row_offset"] for p in pieces] == [100 * p["row_groups"][0] for p in pieces]
+
+
+def test_a_file_within_one_piece_is_read_whole(grouped_file):
+    assert _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size) == [
+        {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0}]
+
+
+def test_pieces_validate_to_the_same_rows_as_the_whole_file(grouped_file):
+    cfg = ValidationConfig()
+    whole = read_and_validate_parquet(pa.Table.from_pylist(_parquet_pieces(grouped_file, None, 10**9)),
+                                      dataset="interactions", cfg=cfg, options=None)
+    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    split = pa.concat_tables([
+        read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
+        for p in pieces])
+    # each piece lists its valid rows, then its rejected ones
+    assert batch_stage.valid_rows(split, "interactions").equals(batch_stage.valid_rows(whole, "interactions"))
+    assert batch_stage.rejected_rows(split).equals(batch_stage.rejected_rows(whole))
+    rejected = batch_stage.rejected_rows(split)
+    # quarantined rows keep their position in the file, whichever piece read them
+    assert rejected.column("row").to_pylist() == list(range(0, 1000, 97))
+    assert set(rejected.column("reason").to_pylist()) == {"unknown_interaction_type"}
+    assert batch_stage.valid_rows(split, "interactions").num_rows == 1000 - len(range(0, 1000, 97))
+
+
+def test_a_file_with_parquet_magic_but_no_footer_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    with pytest.raises(BuildError, match="not a valid Parquet file"):
+        _parquet_pieces(storage.FileEntry(str(bad), bad.stat().st_size), None, piece_bytes=8)
