@@ -2,17 +2,19 @@
 
 Plan (each step a pure stage from `recsys_ray.stages`, run by `map_batches`):
 
-1. read every input file and validate it (rejected rows go to `quarantine/`);
+1. read every input file and validate it in the same task (Parquet a row-group
+   range at a time), so only validated rows reach the object store; rejected
+   rows go to `quarantine/`;
 2. hash-partition valid events by user (one Ray shuffle) and drop duplicates —
    from here on each block holds whole users, which makes user features and
    the exclusion of seen items exact without further shuffles;
 3. find the time cutoff from small per-block histograms;
 4. sum per-block item partials into item features and negative-sampling
    weights: frozen global values passed to every worker;
-5. count positives per split (this sizes the shards), then build positives,
-   negatives and joined features per block and stream them, hashed into
-   shards, through a second shuffle; each shard is written once, in a
-   seed-determined order, and its writer reports its row and label counts;
+5. count positives per split (this sizes the shards), then build positives
+   and negatives per block and stream these narrow rows, hashed into shards,
+   through a second shuffle; each shard's writer joins the features and writes
+   it once, in a seed-determined order, and reports its row and label counts;
 6. write `manifest.json` last: the version's commit point.
 """
 
@@ -123,8 +125,7 @@ def _list_inputs(uris: list[str], options: storage.StorageOptions, required: boo
     return files
 
 
-_TUNED_CONTEXT_FIELDS = ("target_max_block_size", "use_datasource_v2", "shuffle_input_batch_bytes",
-                         "enable_progress_bars")
+_TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "enable_progress_bars")
 
 
 def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
@@ -156,9 +157,6 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
     ctx = DataContext.get_current()
     # Blocks that hold whole users must never be sliced by the block-size limit.
     ctx.target_max_block_size = None
-    # The V2 Parquet reader's file-listing task costs seconds of latency per
-    # read; the V1 reader reads the same files in a fraction of that.
-    ctx.use_datasource_v2 = False
     # One shuffle map task per block: the default coalesces up to 1 GiB of
     # blocks into a single task, which partitions a medium build on one core.
     ctx.shuffle_input_batch_bytes = 0
