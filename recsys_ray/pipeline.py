@@ -357,12 +357,15 @@ def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg, options: stora
     parts = []
     for piece in batch.to_pylist():
         fs, path = storage.resolve(piece["uri"], options)
-        with fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f)
-            groups = piece["row_groups"]
-            table = parquet.read() if groups is None else parquet.read_row_groups(groups)
-        parts.append(batch_stage.validate_table_batch(table, dataset, cfg, source=path,
-                                                      row_offset=piece["row_offset"]))
+        groups = piece["row_groups"]
+        try:
+            with fs.open_input_file(path) as f:
+                parquet = pq.ParquetFile(f, pre_buffer=True)
+                table = parquet.read() if groups is None else parquet.read_row_groups(groups)
+        except (pa.ArrowException, OSError) as exc:
+            raise BuildError(f"input file {piece['uri']} could not be read as Parquet: {exc}") from exc
+        result = validation.validate(table, dataset, cfg, source=path, row_offset=piece["row_offset"])
+        parts.append(batch_stage.combine(result, dataset))
     return pa.concat_tables(parts)
 
 

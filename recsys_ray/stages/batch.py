@@ -44,12 +44,10 @@ def _pad(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig, source: str | None = None,
-                         row_offset: int = 0) -> pa.Table:
-    """Validate a batch read from Parquet; `path` (if present) or `source` names each
-    row's source, and `row_offset` is the position of the batch's first row in it."""
+def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig) -> pa.Table:
+    """Validate a batch read from Parquet; `path` (if present) names each row's source."""
     if "path" not in batch.column_names:
-        return combine(validation.validate(batch, dataset, cfg, source=source, row_offset=row_offset), dataset)
+        return combine(validation.validate(batch, dataset, cfg), dataset)
     paths = batch.column("path")
     parts = []
     for path in pc.unique(paths).to_pylist():

@@ -64,3 +64,22 @@ def test_a_file_with_parquet_magic_but_no_footer_is_a_clear_error(tmp_path):
     bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
     with pytest.raises(BuildError, match="not a valid Parquet file"):
         _parquet_pieces(storage.FileEntry(str(bad), bad.stat().st_size), None, piece_bytes=8)
+
+
+def test_a_data_column_named_path_is_just_data(tmp_path):
+    table = events(20, bad_every=7).append_column("path", pa.array(["/elsewhere"] * 20))
+    file = tmp_path / "with_path.parquet"
+    pq.write_table(table, file)
+    piece = pa.Table.from_pylist([{"uri": str(file), "row_groups": None, "row_offset": 0}])
+    combined = read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
+    rejected = batch_stage.rejected_rows(combined)
+    assert rejected.column("row").to_pylist() == [0, 7, 14]
+    assert set(rejected.column("source").to_pylist()) == {str(file)}
+
+
+def test_an_unreadable_piece_names_its_file(tmp_path):
+    bad = tmp_path / "small.parquet"
+    bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    piece = pa.Table.from_pylist([{"uri": str(bad), "row_groups": None, "row_offset": 0}])
+    with pytest.raises(BuildError, match=f"input file {bad} could not be read as Parquet"):
+        read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
