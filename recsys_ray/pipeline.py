@@ -364,8 +364,8 @@ def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg, options: stora
                 table = parquet.read() if groups is None else parquet.read_row_groups(groups)
         except (pa.ArrowException, OSError) as exc:
             raise BuildError(f"input file {piece['uri']} could not be read as Parquet: {exc}") from exc
-        result = validation.validate(table, dataset, cfg, source=path, row_offset=piece["row_offset"])
-        parts.append(batch_stage.combine(result, dataset))
+        parts.append(batch_stage.validate_table_batch(table, dataset, cfg, source=path,
+                                                      row_offset=piece["row_offset"]))
     return pa.concat_tables(parts)
 
 

@@ -44,16 +44,11 @@ def _pad(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig) -> pa.Table:
-    """Validate a batch read from Parquet; `path` (if present) names each row's source."""
-    if "path" not in batch.column_names:
-        return combine(validation.validate(batch, dataset, cfg), dataset)
-    paths = batch.column("path")
-    parts = []
-    for path in pc.unique(paths).to_pylist():
-        rows = batch.filter(pc.equal(paths, path)).drop_columns(["path"])
-        parts.append(combine(validation.validate(rows, dataset, cfg, source=path), dataset))
-    return pa.concat_tables(parts) if parts else combined_schema(dataset).empty_table()
+def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig, source: str | None = None,
+                         row_offset: int = 0) -> pa.Table:
+    """Validate rows of one source (a file, or None) in the combined valid + quarantine
+    layout; rejected rows are numbered from `row_offset`, the batch's position in its source."""
+    return combine(validation.validate(batch, dataset, cfg, source=source, row_offset=row_offset), dataset)
 
 
 def decode_and_validate_files(batch: pa.Table, dataset: str, fmt: str, cfg: ValidationConfig) -> pa.Table:
@@ -64,7 +59,7 @@ def decode_and_validate_files(batch: pa.Table, dataset: str, fmt: str, cfg: Vali
             table = formats.decode(data, fmt, dataset)
         except formats.InputError as exc:
             raise formats.InputError(exc.code, f"{path}: {exc.message}", {**exc.details, "path": path}) from exc
-        parts.append(combine(validation.validate(table, dataset, cfg, source=path), dataset))
+        parts.append(validate_table_batch(table, dataset, cfg, source=path))
     return pa.concat_tables(parts) if parts else combined_schema(dataset).empty_table()
 
 
