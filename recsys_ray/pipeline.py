@@ -40,7 +40,7 @@ from ray.data import DataContext
 from recsys_ray import __version__, schemas, validation
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io import formats, layout, storage
-from recsys_ray.runtime import ensure_ray, warm_build_workers
+from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
 from recsys_ray.stages import batch as batch_stage
 from recsys_ray.stages import examples, features, split
 
@@ -131,13 +131,15 @@ _TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "
 def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
     """Run the whole build on the current Ray cluster (or a local one) and return the manifest.
 
-    The Ray Data settings the build tunes are restored afterwards, so a caller's
-    own Ray Data work in the same process is unaffected.
+    The Ray Data settings the build tunes (and its use of the default worker
+    pool for shuffles) are restored afterwards, so a caller's own Ray Data work
+    in the same process is unaffected.
     """
     ctx = DataContext.get_current()
     saved = {name: getattr(ctx, name) for name in _TUNED_CONTEXT_FIELDS}
     try:
-        return _build(cfg)
+        with shuffles_in_default_worker_pool():
+            return _build(cfg)
     finally:
         for name, value in saved.items():
             setattr(ctx, name, value)
@@ -146,7 +148,6 @@ def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
 def _build(cfg: RecsysConfig) -> dict[str, Any]:
     plan = plan_build(cfg)  # bad inputs fail before a local Ray is started
     ensure_ray()
-    warm_build_workers(min(4, int(ray.cluster_resources().get("CPU", 1)) or 1))
     timer = StageTimer()
     created_at = datetime.now(timezone.utc)
     # Resolve "now" once so every worker applies the same accepted time range.
