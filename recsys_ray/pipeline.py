@@ -327,10 +327,10 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
 def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list[dict[str, Any]]:
     """Consecutive row-group ranges of one Parquet file of about `piece_bytes` each
     (`row_groups` None: the whole file). Only a file larger than one piece has its
-    footer read here."""
-    _check_parquet(entry.uri, options)
+    footer read here (which checks it is Parquet); a smaller one only its magic bytes."""
     whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0}]
     if entry.size <= piece_bytes:
+        _check_parquet(entry.uri, options)
         return whole
     fs, path = storage.resolve(entry.uri, options)
     try:

@@ -95,8 +95,9 @@ def shuffles_in_default_worker_pool() -> Iterator[None]:
     (shared object-store pages count once per process in RSS; they do not add
     memory). Each tag is a separate worker pool, and every pool starts its own
     workers, each paying 1.5-2 s of imports and holding its own heap: on two
-    cores a 1M-interaction build ran 9 Ray worker processes instead of 6, took
-    26-28 s instead of 21-22 s and peaked at 2.2 GB PSS instead of 1.9 GB.
+    cores a 1M-interaction build ended with 9 Ray processes (workers, actors and
+    agents) instead of 6, took 26-28 s instead of 21-22 s and peaked at 2.2 GB
+    PSS instead of 1.9 GB.
     """
     envs = _shuffle_runtime_envs()
     saved = [dict(env) for env in envs]

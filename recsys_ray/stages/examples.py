@@ -222,7 +222,7 @@ def label_examples(
 
     `events` are valid, de-duplicated events. Columns: user_id, item_id, split,
     timestamp, label (float32). Kept narrow so that shuffling rows into shards
-    moves as little as possible; `finish_shard` joins the features.
+    moves as little as possible; `finish_shard_chunks` joins the features.
     """
     if events.num_rows == 0:
         return _LABELLED.empty_table()
@@ -235,9 +235,11 @@ def label_examples(
     ])
 
 
-def with_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
-    """Labelled rows joined with user and item features, as `schemas.TRAINING`."""
-    return join_features(rows, users, items).select(schemas.TRAINING.names).cast(schemas.TRAINING)
+def with_features(rows: pa.Table, users: pa.Table, items: pa.Table,
+                  positions: tuple[pa.Array, pa.Array] | None = None) -> pa.Table:
+    """Labelled rows joined with user and item features, as `schemas.TRAINING`
+    (`positions` as for `join_features`)."""
+    return join_features(rows, users, items, positions).select(schemas.TRAINING.names).cast(schemas.TRAINING)
 
 
 def build_examples(
@@ -300,18 +302,14 @@ def shard_groups(rows: pa.Table):
         start += count
 
 
-def finish_shard(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
-    """One shard's labelled rows (with `_shard`/`_order`) in their final order,
-    joined with user and item features, as `schemas.TRAINING`."""
-    return pa.concat_tables(finish_shard_chunks(rows, users, items))
-
-
 SHARD_CHUNK_ROWS = 262_144
 
 
 def finish_shard_chunks(rows: pa.Table, users: pa.Table, items: pa.Table,
                         chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """`finish_shard` as consecutive tables of at most `chunk_rows` rows.
+    """One shard's labelled rows (with `_shard`/`_order`) in their final order, joined
+    with user and item features, as consecutive `schemas.TRAINING` tables of at most
+    `chunk_rows` rows.
 
     Feature rows are looked up once for the shard and joined a slice at a time,
     so a writer never holds the whole wide shard: with ~30 feature columns it
@@ -323,9 +321,8 @@ def finish_shard_chunks(rows: pa.Table, users: pa.Table, items: pa.Table,
     item_rows = feature_positions(ordered.column("item_id"), items, "item_id")
     for start in range(0, max(ordered.num_rows, 1), chunk_rows):
         length = min(chunk_rows, ordered.num_rows - start)
-        joined = join_features(ordered.slice(start, length), users, items,
-                               positions=(user_rows.slice(start, length), item_rows.slice(start, length)))
-        yield joined.select(schemas.TRAINING.names).cast(schemas.TRAINING)
+        yield with_features(ordered.slice(start, length), users, items,
+                            positions=(user_rows.slice(start, length), item_rows.slice(start, length)))
 
 
 def order_shard(rows: pa.Table) -> pa.Table:

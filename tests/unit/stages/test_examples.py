@@ -421,7 +421,7 @@ def test_labelled_rows_shuffled_into_shards_then_finished_equal_build_examples()
     parts = []
     for split_name, shard in {(r["split"], r["_shard"]) for r in sharded.select(["split", "_shard"]).to_pylist()}:
         part = sharded.filter(pc.and_(pc.equal(sharded["split"], split_name), pc.equal(sharded["_shard"], shard)))
-        finished = examples.finish_shard(part, users, item_features_of(EVENTS))
+        finished = pa.concat_tables(examples.finish_shard_chunks(part, users, item_features_of(EVENTS)))
         assert finished.schema == schemas.TRAINING
         parts.append(finished)
     together = pa.concat_tables(parts)
@@ -529,7 +529,7 @@ def test_finish_shard_chunks_join_slices_to_the_whole_shard():
                                                                           else [])
     assert all(c.schema == schemas.TRAINING for c in chunks)
     assert pa.concat_tables(chunks).equals(whole)
-    assert examples.finish_shard(part, users, items).equals(whole)
+    assert pa.concat_tables(examples.finish_shard_chunks(part, users, items)).equals(whole)
     # cold keys still get nulls in a slice that starts mid-shard
     assert pa.concat_tables(chunks)["user_total_interactions"].null_count == whole["user_total_interactions"].null_count
     empty = list(examples.finish_shard_chunks(part.slice(0, 0), users, items))
