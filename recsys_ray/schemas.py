@@ -110,6 +110,14 @@ TRAINING = pa.schema(
 )
 
 
+def text_fields(dataset: str | None) -> list[str]:
+    """Contract fields that hold text, in schema order (for None: those of every dataset)."""
+    names: list[str] = []
+    for name in [dataset] if dataset else DATASETS:
+        names += [f.name for f in schema_for(name) if pa.types.is_string(f.type) and f.name not in names]
+    return names
+
+
 def schema_for(dataset: str) -> pa.Schema:
     """The landed schema of `dataset` ("interactions" or "items")."""
     if dataset == "interactions":

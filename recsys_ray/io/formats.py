@@ -121,9 +121,11 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
         raise InputError(code, f"cannot parse CSV: {message}") from exc
 
 
-def decode_ndjson(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
+def decode_ndjson(data: bytes | memoryview, dataset: str | None = None, *, text: str | None = None) -> pa.Table:
+    """NDJSON records; `text` is `data` already decoded as UTF-8, if the caller has it."""
     _reject_binary(data, "NDJSON")
-    return _decode_ndjson_text(data, _utf8(data), dataset)  # Arrow's JSON reader lets invalid UTF-8 through
+    # Arrow's JSON reader lets invalid UTF-8 through, so the text is decoded first.
+    return _decode_ndjson_text(data, _utf8(data) if text is None else text, dataset)
 
 
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
@@ -134,8 +136,7 @@ def _decode_ndjson_text(data: bytes | memoryview, text: str, dataset: str | None
     if not text.strip(_ASCII_WHITESPACE):
         return _empty_input_table(dataset)
     # Text fields stay text: an id such as "2024-01-01" must not be inferred as a date.
-    text_fields = pa.schema([(name, pa.string()) for name in _string_columns(dataset)
-                             if name not in ("timestamp", "rating", "price")])
+    text_fields = pa.schema([(name, pa.string()) for name in schemas.text_fields(dataset)])
     try:
         return pajson.read_json(
             pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=16 << 20),
@@ -168,8 +169,7 @@ def decode_json(data: bytes | memoryview, dataset: str | None = None) -> pa.Tabl
     if stripped[0] == "{":
         # Several lines of objects: NDJSON sent as application/json.
         if "\n" in stripped.strip():
-            _reject_binary(data, "NDJSON")
-            return _decode_ndjson_text(data, text, dataset)
+            return decode_ndjson(data, dataset, text=text)
         raise InputError("expected_array", "expected a JSON array of records, got a JSON object")
     try:
         payload = json.loads(text)
@@ -196,10 +196,10 @@ def records_to_table(records: Iterable[dict[str, Any]], dataset: str | None = No
     try:
         return _records_to_table(records, dataset)
     except UnicodeEncodeError as exc:
-        raise InputError("invalid_utf8", _LONE_SURROGATE) from exc
+        raise InputError("invalid_utf8", LONE_SURROGATE) from exc
 
 
-_LONE_SURROGATE = ("input holds a lone UTF-16 surrogate escape (such as \\ud800 without its pair), "
+LONE_SURROGATE = ("input holds a lone UTF-16 surrogate escape (such as \\ud800 without its pair), "
                    "which is not valid Unicode text")
 
 
@@ -241,20 +241,13 @@ def _records_to_table(records: list[dict[str, Any]], dataset: str | None) -> pa.
     return pa.table(columns)
 
 
-# Contract fields that are text in practically every record: converted together, in one call.
-_TEXT_FIELDS = {
-    "interactions": ("user_id", "item_id", "interaction_type", "event_id"),
-    "items": ("item_id", "title", "category", "brand", "description"),
-}
-
-
 def _text_columns(records: list[dict[str, Any]], names: list[str], dataset: str | None) -> dict[str, pa.Array]:
     """The usual text fields as string columns, converted in one pass; {} if any value is not text.
 
     Gives exactly what the per-column conversion gives for all-text columns; a
     number, boolean or object anywhere sends every column the per-column way.
     """
-    fields = [name for name in _TEXT_FIELDS.get(dataset or "", ()) if name in names]
+    fields = [name for name in schemas.text_fields(dataset) if name in names] if dataset else []
     if not fields or not records:
         return {}
     try:
@@ -266,9 +259,7 @@ def _text_columns(records: list[dict[str, Any]], names: list[str], dataset: str 
 
 def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
     """Parquet bytes of `table` (the format landed objects are written in)."""
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression=compression)
-    return sink.getvalue()
+    return encode_parquet_tables([table], table.schema, compression=compression)
 
 
 def encode_parquet_tables(tables: Iterable[pa.Table], schema: pa.Schema, *, compression: str = "zstd") -> bytes:

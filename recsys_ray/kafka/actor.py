@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import ray
@@ -79,9 +80,10 @@ def supervise(actors: list[ray.actor.ActorHandle], stop: threading.Event, period
         statuses = []
         # Ask every actor at once, so one that cannot answer does not delay the others' checks.
         pending = [actor.snapshot.remote() for actor in actors]
+        deadline = time.monotonic() + max(30.0, period_s)
         for index, actor in enumerate(actors):
             try:
-                status = ray.get(pending[index], timeout=max(30.0, period_s))
+                status = ray.get(pending[index], timeout=max(0.0, deadline - time.monotonic()))
             except (RayActorError, GetTimeoutError) as exc:
                 if getattr(exc, "actor_init_failed", False):
                     log.error("a Kafka consumer actor could not start: %s", exc)

@@ -212,9 +212,8 @@ def _decode_each(values: Sequence[bytes | None], positions: np.ndarray, dataset:
         if not isinstance(record, dict):
             failed.append((position, "expected_object", f"payload is a JSON {type(record).__name__}, not an object"))
             continue
-        if b"\\u" in value and formats.has_lone_surrogate(record):
-            failed.append((position, "invalid_utf8", "payload holds a lone UTF-16 surrogate escape, "
-                                                     "which is not valid Unicode text"))
+        if _SURROGATE_ESCAPE.search(value) and formats.has_lone_surrogate(record):
+            failed.append((position, "invalid_utf8", formats.LONE_SURROGATE))
             continue
         records.append(record)
         index.append(position)
@@ -225,11 +224,9 @@ def _decode_each(values: Sequence[bytes | None], positions: np.ndarray, dataset:
     return DecodedMessages(table, np.asarray(index, dtype=np.int64), tenant_ids, not_text, failed)
 
 
-def _string_fields(dataset: str) -> list[str]:
-    return [f.name for f in schemas.schema_for(dataset) if pa.types.is_string(f.type)]
-
-
 _WRAP_HEAD, _WRAP_SEP, _WRAP_TAIL = b'{"v":', b'}\n{"v":', b"}"
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): only such a message can hold a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _read_json_messages(values: Sequence[bytes], dataset: str) -> pa.Table | None:
@@ -250,7 +247,7 @@ def _read_json_messages(values: Sequence[bytes], dataset: str) -> pa.Table | Non
         table = _read_json(data, None)
         # Arrow reads text that looks like a date as a timestamp; ids and names stay text.
         misread = [field.name for field in _fields(table)
-                   if field.name in (*_string_fields(dataset), TENANT_FIELD) and pa.types.is_timestamp(field.type)]
+                   if field.name in (*schemas.text_fields(dataset), TENANT_FIELD) and pa.types.is_timestamp(field.type)]
         if misread:
             table = _read_json(data, pa.schema([("v", pa.struct([(name, pa.string()) for name in misread]))]))
         table.validate(full=True)  # Arrow's JSON reader does not check UTF-8 by itself

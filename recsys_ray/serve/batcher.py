@@ -63,7 +63,9 @@ class WriteBatcher(Generic[Item]):
     async def _land_waiting(self) -> None:
         loop = asyncio.get_running_loop()
         while self._waiting:
-            key, queue = next(iter(self._waiting.items()))
+            # A full batch lands now; otherwise the oldest waits out its time.
+            key = next((k for k, q in self._waiting.items() if len(q) >= self.max_size), next(iter(self._waiting)))
+            queue = self._waiting[key]
             delay = queue[0][0] + self.wait_s - loop.time()
             if len(queue) < self.max_size and delay > 0:
                 await self._wait_for_more(delay)

@@ -127,3 +127,22 @@ def test_a_cancelled_request_is_not_landed():
 def test_limits_are_checked():
     with pytest.raises(ValueError):
         WriteBatcher(Lander(), max_size=0, wait_s=0.0, max_concurrent=1)
+
+
+def test_a_full_batch_of_one_key_does_not_wait_behind_another_keys_lone_request():
+    lander = Lander()
+    batcher = WriteBatcher(lander, max_size=4, wait_s=5.0, max_concurrent=1)
+
+    async def main():
+        lone = asyncio.ensure_future(batcher.submit("a", 0))
+        await asyncio.sleep(0.01)  # "a" is waiting for company
+        started = time.monotonic()
+        full = await asyncio.gather(*(batcher.submit("b", i) for i in range(4)))
+        elapsed = time.monotonic() - started
+        lone.cancel()
+        return full, elapsed
+
+    full, elapsed = asyncio.run(main())
+    assert full == [0, 10, 20, 30]
+    assert elapsed < 2.0
+    assert lander.batches[0] == ("b", [0, 1, 2, 3])
