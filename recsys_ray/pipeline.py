@@ -125,7 +125,8 @@ def _list_inputs(uris: list[str], options: storage.StorageOptions, required: boo
     return files
 
 
-_TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "enable_progress_bars")
+_TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "op_resource_reservation_enabled",
+                         "enable_progress_bars")
 
 
 def build_training_data(cfg: RecsysConfig) -> dict[str, Any]:
@@ -161,6 +162,10 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
     # One shuffle map task per block: the default coalesces up to 1 GiB of
     # blocks into a single task, which partitions a medium build on one core.
     ctx.shuffle_input_batch_bytes = 0
+    # Reserving each operator a share of the CPUs caps a map that feeds a
+    # shuffle at half of them on a small cluster (its tasks then run one at a
+    # time on two CPUs); the stages' shuffles wait for all their input anyway.
+    ctx.op_resource_reservation_enabled = False
     ctx.enable_progress_bars = os.environ.get("RECSYS_PROGRESS", "1") != "0"
 
     with timer.stage("prepare_output"):
@@ -325,10 +330,16 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
 
 
 def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list[dict[str, Any]]:
-    """Consecutive row-group ranges of one Parquet file of about `piece_bytes` each
-    (`row_groups` None: the whole file). Only a file larger than one piece has its
-    footer read here (which checks it is Parquet); a smaller one only its magic bytes."""
-    whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0}]
+    """Pieces of one Parquet file of about `piece_bytes` each: consecutive row-group
+    ranges, and a row group about twice a piece or larger cut into row slices
+    (`row_groups` None: the whole file; `row_slice` None: whole groups).
+
+    A slice's task decodes its whole row group and keeps its rows, which costs
+    less than validating every row of a large group in one task while other
+    CPUs wait. Only a file larger than one piece has its footer read here
+    (which checks it is Parquet); a smaller one only its magic bytes.
+    """
+    whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0, "row_slice": None}]
     if entry.size <= piece_bytes:
         _check_parquet(entry.uri, options)
         return whole
@@ -342,19 +353,31 @@ def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list
     current: list[int] = []
     current_bytes = start_row = rows = 0
     for index in range(meta.num_row_groups):
-        current.append(index)
         group = meta.row_group(index)
-        current_bytes += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        group_bytes = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        slices = min(group.num_rows, round(group_bytes / piece_bytes))
+        if slices > 1:
+            if current:
+                pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row,
+                               "row_slice": None})
+            bounds = np.linspace(0, group.num_rows, slices + 1).astype(int)
+            pieces.extend({"uri": entry.uri, "row_groups": [index], "row_offset": rows + int(lo),
+                           "row_slice": [int(lo), int(hi - lo)]} for lo, hi in zip(bounds[:-1], bounds[1:]))
+            rows += group.num_rows
+            current, current_bytes, start_row = [], 0, rows
+            continue
+        current.append(index)
+        current_bytes += group_bytes
         rows += group.num_rows
         if current_bytes >= piece_bytes or index == meta.num_row_groups - 1:
-            pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row})
+            pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row, "row_slice": None})
             current, current_bytes, start_row = [], 0, rows
     return pieces if len(pieces) > 1 else whole
 
 
 def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg, options: storage.StorageOptions) -> pa.Table:
-    """Read the Parquet pieces named in `batch` (`uri`, `row_groups`, `row_offset`) and
-    validate their rows (rows numbered from the start of their file)."""
+    """Read the Parquet pieces named in `batch` (`uri`, `row_groups`, `row_offset`,
+    `row_slice`) and validate their rows (rows numbered from the start of their file)."""
     parts = []
     for piece in batch.to_pylist():
         fs, path = storage.resolve(piece["uri"], options)
@@ -365,6 +388,8 @@ def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg, options: stora
                 table = parquet.read() if groups is None else parquet.read_row_groups(groups)
         except (pa.ArrowException, OSError) as exc:
             raise BuildError(f"input file {piece['uri']} could not be read as Parquet: {exc}") from exc
+        if piece["row_slice"] is not None:
+            table = table.slice(*piece["row_slice"])
         parts.append(batch_stage.validate_table_batch(table, dataset, cfg, source=path,
                                                       row_offset=piece["row_offset"]))
     return pa.concat_tables(parts)

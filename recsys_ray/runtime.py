@@ -22,6 +22,10 @@ import ray
 # Idle workers kept per CPU before Ray kills the surplus (Ray's default is 1).
 _IDLE_WORKERS_PER_CPU = 2
 
+# Imported by every worker of a local instance as it starts (Ray Data and the
+# build's stages take 1.5-2 s to import on a small machine).
+BUILD_WORKER_MODULES = ("recsys_ray.pipeline",)
+
 
 def local_ray_options(num_cpus: int | None = None) -> dict:
     """`ray.init` arguments for a local instance started by recsys_ray."""
@@ -31,7 +35,8 @@ def local_ray_options(num_cpus: int | None = None) -> dict:
         "num_cpus": num_cpus,
         "include_dashboard": False,
         "log_to_driver": False,
-        "_system_config": {"num_workers_soft_limit": _IDLE_WORKERS_PER_CPU * cpus},
+        "_system_config": {"num_workers_soft_limit": _IDLE_WORKERS_PER_CPU * cpus,
+                           "preload_python_modules": list(BUILD_WORKER_MODULES)},
     }
 
 

@@ -50,10 +50,11 @@ def write_inputs(directory: Path, events: pd.DataFrame, n_items=60) -> tuple[str
 def build(ray_session, out, **build):
     cfg = RecsysConfig.load(build={"out": str(out), "version": "v1", **build})
     context = ray_session.data.DataContext.get_current()
-    before = (context.use_datasource_v2, context.shuffle_input_batch_bytes, context.target_max_block_size)
+    tuned = ("shuffle_input_batch_bytes", "target_max_block_size", "op_resource_reservation_enabled")
+    before = {name: getattr(context, name) for name in tuned}
     manifest = build_training_data(cfg)
     # The build's Ray Data tuning does not leak into the caller's process.
-    assert (context.use_datasource_v2, context.shuffle_input_batch_bytes, context.target_max_block_size) == before
+    assert {name: getattr(context, name) for name in tuned} == before
     return manifest
 
 

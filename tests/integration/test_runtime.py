@@ -8,15 +8,18 @@ import subprocess
 import sys
 
 PROBE = """
-import json, os, ray
-from recsys_ray.runtime import ALLOCATOR_ENV, start_local_ray
+import json, os, sys, ray
+from recsys_ray.runtime import ALLOCATOR_ENV, BUILD_WORKER_MODULES, start_local_ray
 start_local_ray(num_cpus=1)
 
 @ray.remote(num_cpus=0)
-def worker_env(names):
-    return {name: os.environ.get(name) for name in names}
+def worker_env(names, modules):
+    # defined here, so running it imports nothing of recsys_ray by itself
+    return {name: os.environ.get(name) for name in names}, [m for m in modules if m in sys.modules]
 
-print(json.dumps({"worker": ray.get(worker_env.remote(list(ALLOCATOR_ENV))), "expected": ALLOCATOR_ENV}))
+env, imported = ray.get(worker_env.remote(list(ALLOCATOR_ENV), list(BUILD_WORKER_MODULES)))
+print(json.dumps({"worker": env, "expected": ALLOCATOR_ENV, "imported": imported,
+                  "modules": list(BUILD_WORKER_MODULES)}))
 ray.shutdown()
 """
 
@@ -37,3 +40,8 @@ def test_local_ray_workers_release_freed_memory_at_once():
 def test_an_allocator_setting_from_the_environment_wins():
     probe = run_probe({**os.environ, "MIMALLOC_PURGE_DELAY": "25"})
     assert probe["worker"] == {"MIMALLOC_PURGE_DELAY": "25"}
+
+
+def test_local_ray_workers_import_the_build_before_their_first_task():
+    probe = run_probe(dict(os.environ))
+    assert probe["imported"] == probe["modules"] == ["recsys_ray.pipeline"]

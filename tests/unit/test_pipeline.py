@@ -36,9 +36,38 @@ def test_a_large_file_is_split_along_row_groups_with_row_offsets(grouped_file):
     assert [p["row_offset"] for p in pieces] == [100 * p["row_groups"][0] for p in pieces]
 
 
+@pytest.fixture()
+def one_group_file(tmp_path):
+    path = tmp_path / "one_group.parquet"
+    pq.write_table(events(1000, bad_every=97), path)
+    return storage.FileEntry(str(path), path.stat().st_size)
+
+
+def test_a_large_row_group_is_cut_into_row_slices(one_group_file):
+    pieces = _parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 3)
+    assert [p["row_groups"] for p in pieces] == [[0]] * 3
+    slices = [p["row_slice"] for p in pieces]
+    assert [start for start, _ in slices] == [p["row_offset"] for p in pieces]
+    assert sum(length for _, length in slices) == 1000
+    assert all(start + length == following for (start, length), (following, _) in zip(slices, slices[1:]))
+
+
+def test_row_slices_validate_to_the_same_rows_as_the_whole_group(one_group_file):
+    cfg = ValidationConfig()
+    whole = read_and_validate_parquet(pa.Table.from_pylist(_parquet_pieces(one_group_file, None, 10**9)),
+                                      dataset="interactions", cfg=cfg, options=None)
+    pieces = _parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 3)
+    assert len(pieces) == 3
+    split = pa.concat_tables([
+        read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
+        for p in pieces])
+    assert batch_stage.valid_rows(split, "interactions").equals(batch_stage.valid_rows(whole, "interactions"))
+    assert batch_stage.rejected_rows(split).column("row").to_pylist() == list(range(0, 1000, 97))
+
+
 def test_a_file_within_one_piece_is_read_whole(grouped_file):
     assert _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size) == [
-        {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0}]
+        {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0, "row_slice": None}]
 
 
 def test_pieces_validate_to_the_same_rows_as_the_whole_file(grouped_file):
@@ -70,7 +99,7 @@ def test_a_data_column_named_path_is_just_data(tmp_path):
     table = events(20, bad_every=7).append_column("path", pa.array(["/elsewhere"] * 20))
     file = tmp_path / "with_path.parquet"
     pq.write_table(table, file)
-    piece = pa.Table.from_pylist([{"uri": str(file), "row_groups": None, "row_offset": 0}])
+    piece = pa.Table.from_pylist([{"uri": str(file), "row_groups": None, "row_offset": 0, "row_slice": None}])
     combined = read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
     rejected = batch_stage.rejected_rows(combined)
     assert rejected.column("row").to_pylist() == [0, 7, 14]
@@ -80,6 +109,6 @@ def test_a_data_column_named_path_is_just_data(tmp_path):
 def test_an_unreadable_piece_names_its_file(tmp_path):
     bad = tmp_path / "small.parquet"
     bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
-    piece = pa.Table.from_pylist([{"uri": str(bad), "row_groups": None, "row_offset": 0}])
+    piece = pa.Table.from_pylist([{"uri": str(bad), "row_groups": None, "row_offset": 0, "row_slice": None}])
     with pytest.raises(BuildError, match=f"input file {bad} could not be read as Parquet"):
         read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
