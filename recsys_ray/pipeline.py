@@ -174,7 +174,7 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
     with timer.stage("validate"):
         read_blocks = b.parallelism or _auto_read_blocks(plan.interactions)
         validated = _read_validated(plan.interactions, "interactions", vcfg, plan.options,
-                                    blocks=read_blocks).materialize()
+                                    blocks=read_blocks, cpus=_cluster_cpus()).materialize()
         summary = _validation_counts(validated)
         # No name may keep a dataset derived from `validated`: its blocks are
         # freed only when the last plan that reads them is gone.
@@ -276,8 +276,12 @@ def _clear_version(plan: BuildPlan) -> None:
     storage.delete(plan.out, plan.options)
 
 
+def _cluster_cpus() -> int:
+    return int(ray.cluster_resources().get("CPU", 1)) or 1
+
+
 def _auto_parallelism(rows: int) -> int:
-    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    cpus = _cluster_cpus()
     return max(cpus, min(256, int(np.ceil(rows / 2_000_000)) * cpus))
 
 
@@ -289,7 +293,7 @@ def _shard_count(rows: int, b) -> int:
 
 def _auto_read_blocks(files: list[storage.FileEntry]) -> int:
     """Blocks to validate in: every CPU busy, and more blocks as the input grows."""
-    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    cpus = _cluster_cpus()
     size = sum(f.size for f in files)
     return min(256, cpus * max(1, int(np.ceil(size / _READ_BYTES_PER_CPU_ROUND))))
 
@@ -298,12 +302,14 @@ _READ_BYTES_PER_CPU_ROUND = 16 * 2**20
 
 
 def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
-                    blocks: int | None = None) -> "ray.data.Dataset":
+                    blocks: int | None = None, cpus: int = 1) -> "ray.data.Dataset":
     """One dataset of validated rows (combined valid + quarantine columns) from every file.
 
     Parquet files are read and validated by the same task, a piece at a time
-    (large files split along row groups into about `blocks` pieces overall),
-    so raw rows never pass through the object store: only validated rows do.
+    (large files split along row groups into about `blocks` pieces overall,
+    and large row groups into row slices while there are fewer pieces than
+    `cpus`), so raw rows never pass through the object store: only validated
+    rows do.
     """
     parts = []
     by_format: dict[tuple[str, bool], list[storage.FileEntry]] = {}
@@ -316,6 +322,7 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
         if fmt == "parquet":
             piece_bytes = max(1, sum(e.size for e in entries) // max(1, blocks or 1))
             pieces = [piece for entry in entries for piece in _parquet_pieces(entry, options, piece_bytes)]
+            pieces = slice_row_groups(pieces, cpus)
             ds = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map_batches(
                 read_and_validate_parquet, batch_size=1, batch_format="pyarrow",
                 fn_kwargs={"dataset": dataset, "cfg": vcfg, "options": options})
@@ -330,16 +337,12 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
 
 
 def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list[dict[str, Any]]:
-    """Pieces of one Parquet file of about `piece_bytes` each: consecutive row-group
-    ranges, and a row group about twice a piece or larger cut into row slices
-    (`row_groups` None: the whole file; `row_slice` None: whole groups).
-
-    A slice's task decodes its whole row group and keeps its rows, which costs
-    less than validating every row of a large group in one task while other
-    CPUs wait. Only a file larger than one piece has its footer read here
-    (which checks it is Parquet); a smaller one only its magic bytes.
-    """
-    whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0, "row_slice": None}]
+    """Consecutive row-group ranges of one Parquet file of about `piece_bytes` each
+    (`row_groups` None: the whole file; `group_rows`: the rows of a piece that is
+    one row group, which `slice_row_groups` may cut). Only a file larger than one
+    piece has its footer read here (which checks it is Parquet); a smaller one
+    only its magic bytes."""
+    whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0, "row_slice": None, "group_rows": None}]
     if entry.size <= piece_bytes:
         _check_parquet(entry.uri, options)
         return whole
@@ -353,26 +356,44 @@ def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list
     current: list[int] = []
     current_bytes = start_row = rows = 0
     for index in range(meta.num_row_groups):
-        group = meta.row_group(index)
-        group_bytes = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
-        slices = min(group.num_rows, round(group_bytes / piece_bytes))
-        if slices > 1:
-            if current:
-                pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row,
-                               "row_slice": None})
-            bounds = np.linspace(0, group.num_rows, slices + 1).astype(int)
-            pieces.extend({"uri": entry.uri, "row_groups": [index], "row_offset": rows + int(lo),
-                           "row_slice": [int(lo), int(hi - lo)]} for lo, hi in zip(bounds[:-1], bounds[1:]))
-            rows += group.num_rows
-            current, current_bytes, start_row = [], 0, rows
-            continue
         current.append(index)
-        current_bytes += group_bytes
+        group = meta.row_group(index)
+        current_bytes += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
         rows += group.num_rows
         if current_bytes >= piece_bytes or index == meta.num_row_groups - 1:
-            pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row, "row_slice": None})
+            pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row, "row_slice": None,
+                           "group_rows": group.num_rows if len(current) == 1 else None})
             current, current_bytes, start_row = [], 0, rows
-    return pieces if len(pieces) > 1 else whole
+    if len(pieces) == 1:
+        return [{**whole[0], "group_rows": pieces[0]["group_rows"]}]
+    return pieces
+
+
+def slice_row_groups(pieces: list[dict[str, Any]], target: int) -> list[dict[str, Any]]:
+    """Cut single-row-group pieces into row slices until there are `target` pieces
+    (or no piece can be cut further), largest slices first.
+
+    A slice's task decodes its whole row group and keeps its rows, so slicing
+    repeats decoding (and, on S3, reading): worth it only while CPUs would
+    otherwise idle, which is why `target` is the cluster's CPU count, not the
+    number of blocks.
+    """
+    counts = [1] * len(pieces)
+    while sum(counts) < target:
+        rows_per_slice = [p["group_rows"] // (c + 1) if p["group_rows"] else 0 for p, c in zip(pieces, counts)]
+        best = int(np.argmax(rows_per_slice)) if rows_per_slice else 0
+        if not rows_per_slice or rows_per_slice[best] == 0:
+            break
+        counts[best] += 1
+    out = []
+    for piece, count in zip(pieces, counts):
+        if count == 1:
+            out.append(piece)
+            continue
+        bounds = np.linspace(0, piece["group_rows"], count + 1).astype(int)
+        out.extend({**piece, "row_offset": piece["row_offset"] + int(lo), "row_slice": [int(lo), int(hi - lo)]}
+                   for lo, hi in zip(bounds[:-1], bounds[1:]))
+    return out
 
 
 def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg, options: storage.StorageOptions) -> pa.Table:

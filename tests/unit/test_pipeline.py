@@ -8,7 +8,7 @@ import pytest
 
 from recsys_ray.config import ValidationConfig
 from recsys_ray.io import storage
-from recsys_ray.pipeline import BuildError, _parquet_pieces, read_and_validate_parquet
+from recsys_ray.pipeline import BuildError, _parquet_pieces, read_and_validate_parquet, slice_row_groups
 from recsys_ray.stages import batch as batch_stage
 
 
@@ -43,20 +43,35 @@ def one_group_file(tmp_path):
     return storage.FileEntry(str(path), path.stat().st_size)
 
 
-def test_a_large_row_group_is_cut_into_row_slices(one_group_file):
-    pieces = _parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 3)
-    assert [p["row_groups"] for p in pieces] == [[0]] * 3
+def test_row_groups_are_cut_into_row_slices_only_up_to_the_cpu_count(one_group_file, grouped_file):
+    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
+    assert [p["row_groups"] for p in pieces] == [None] * 3
     slices = [p["row_slice"] for p in pieces]
     assert [start for start, _ in slices] == [p["row_offset"] for p in pieces]
     assert sum(length for _, length in slices) == 1000
     assert all(start + length == following for (start, length), (following, _) in zip(slices, slices[1:]))
+    # enough pieces for the CPUs already: nothing is decoded twice
+    grouped = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    assert slice_row_groups(grouped, len(grouped)) == grouped
+    # more CPUs than row groups: each group is cut, the largest slices first
+    per_group = _parquet_pieces(grouped_file, None, piece_bytes=1)
+    sliced = slice_row_groups(per_group, 25)
+    assert len(sliced) == 25
+    assert sorted({p["row_slice"][1] for p in sliced}) == [33, 34, 50]
+    assert [p["row_offset"] for p in sliced] == sorted(p["row_offset"] for p in sliced)
+
+
+def test_a_piece_of_several_row_groups_is_never_sliced(grouped_file):
+    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    assert all(p["group_rows"] is None for p in pieces)
+    assert slice_row_groups(pieces, 64) == pieces
 
 
 def test_row_slices_validate_to_the_same_rows_as_the_whole_group(one_group_file):
     cfg = ValidationConfig()
     whole = read_and_validate_parquet(pa.Table.from_pylist(_parquet_pieces(one_group_file, None, 10**9)),
                                       dataset="interactions", cfg=cfg, options=None)
-    pieces = _parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 3)
+    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
     assert len(pieces) == 3
     split = pa.concat_tables([
         read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
@@ -67,7 +82,8 @@ def test_row_slices_validate_to_the_same_rows_as_the_whole_group(one_group_file)
 
 def test_a_file_within_one_piece_is_read_whole(grouped_file):
     assert _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size) == [
-        {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0, "row_slice": None}]
+        {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0, "row_slice": None,
+         "group_rows": None}]
 
 
 def test_pieces_validate_to_the_same_rows_as_the_whole_file(grouped_file):
@@ -99,7 +115,8 @@ def test_a_data_column_named_path_is_just_data(tmp_path):
     table = events(20, bad_every=7).append_column("path", pa.array(["/elsewhere"] * 20))
     file = tmp_path / "with_path.parquet"
     pq.write_table(table, file)
-    piece = pa.Table.from_pylist([{"uri": str(file), "row_groups": None, "row_offset": 0, "row_slice": None}])
+    piece = pa.Table.from_pylist([{"uri": str(file), "row_groups": None, "row_offset": 0, "row_slice": None,
+         "group_rows": None}])
     combined = read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
     rejected = batch_stage.rejected_rows(combined)
     assert rejected.column("row").to_pylist() == [0, 7, 14]
@@ -109,6 +126,7 @@ def test_a_data_column_named_path_is_just_data(tmp_path):
 def test_an_unreadable_piece_names_its_file(tmp_path):
     bad = tmp_path / "small.parquet"
     bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
-    piece = pa.Table.from_pylist([{"uri": str(bad), "row_groups": None, "row_offset": 0, "row_slice": None}])
+    piece = pa.Table.from_pylist([{"uri": str(bad), "row_groups": None, "row_offset": 0, "row_slice": None,
+         "group_rows": None}])
     with pytest.raises(BuildError, match=f"input file {bad} could not be read as Parquet"):
         read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
