@@ -9,7 +9,7 @@ Prints wall time per stage, interactions per second and peak resident memory
 (Ray: proportional set size summed over the driver and every Ray process it
 started, sampled every 0.2 s, with summed RSS beside it; baseline: the
 process's max RSS). Reading a process's PSS walks its whole memory map (about
-35 ms for a 1M build's dozen processes, a fifth of a core at that rate), so
+37 ms for a 1M build's dozen processes, a fifth of a core at that rate), so
 the timed run samples only summed RSS, which costs well under a millisecond.
 Each run is a separate process.
 

@@ -162,10 +162,12 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
     # One shuffle map task per block: the default coalesces up to 1 GiB of
     # blocks into a single task, which partitions a medium build on one core.
     ctx.shuffle_input_batch_bytes = 0
-    # Reserving each operator a share of the CPUs caps a map that feeds a
-    # shuffle at half of them on a small cluster (its tasks then run one at a
-    # time on two CPUs); the stages' shuffles wait for all their input anyway.
-    ctx.op_resource_reservation_enabled = False
+    # Reserving each operator a share of the CPUs holds a map that feeds a
+    # shuffle to one task at a time on a cluster of two CPUs. Without the
+    # reservation Ray Data also stops budgeting memory per operator, so it is
+    # lifted only where the CPUs are that few.
+    if _cluster_cpus() <= _UNRESERVED_MAX_CPUS:
+        ctx.op_resource_reservation_enabled = False
     ctx.enable_progress_bars = os.environ.get("RECSYS_PROGRESS", "1") != "0"
 
     with timer.stage("prepare_output"):
@@ -276,6 +278,9 @@ def _clear_version(plan: BuildPlan) -> None:
     storage.delete(plan.out, plan.options)
 
 
+_UNRESERVED_MAX_CPUS = 4
+
+
 def _cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1)) or 1
 
@@ -336,16 +341,21 @@ def _read_validated(files: list[storage.FileEntry], dataset: str, vcfg, options,
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
+def _piece(uri: str, row_groups: list[int] | None, row_offset: int, group_rows: int | None = None,
+           row_slice: list[int] | None = None) -> dict[str, Any]:
+    return {"uri": uri, "row_groups": row_groups, "row_offset": row_offset, "row_slice": row_slice,
+            "group_rows": group_rows}
+
+
 def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list[dict[str, Any]]:
     """Consecutive row-group ranges of one Parquet file of about `piece_bytes` each
     (`row_groups` None: the whole file; `group_rows`: the rows of a piece that is
     one row group, which `slice_row_groups` may cut). Only a file larger than one
     piece has its footer read here (which checks it is Parquet); a smaller one
-    only its magic bytes."""
-    whole = [{"uri": entry.uri, "row_groups": None, "row_offset": 0, "row_slice": None, "group_rows": None}]
+    only its magic bytes, so it is never sliced."""
     if entry.size <= piece_bytes:
         _check_parquet(entry.uri, options)
-        return whole
+        return [_piece(entry.uri, None, 0)]
     fs, path = storage.resolve(entry.uri, options)
     try:
         with fs.open_input_file(path) as f:
@@ -361,17 +371,22 @@ def _parquet_pieces(entry: storage.FileEntry, options, piece_bytes: int) -> list
         current_bytes += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
         rows += group.num_rows
         if current_bytes >= piece_bytes or index == meta.num_row_groups - 1:
-            pieces.append({"uri": entry.uri, "row_groups": current, "row_offset": start_row, "row_slice": None,
-                           "group_rows": group.num_rows if len(current) == 1 else None})
+            pieces.append(_piece(entry.uri, current, start_row, group.num_rows if len(current) == 1 else None))
             current, current_bytes, start_row = [], 0, rows
     if len(pieces) == 1:
-        return [{**whole[0], "group_rows": pieces[0]["group_rows"]}]
+        return [_piece(entry.uri, None, 0, pieces[0]["group_rows"])]
     return pieces
+
+
+# Each slice decodes its whole row group, so slices of one group multiply its
+# decoded size in memory (and its reads from S3) while they run side by side.
+_MAX_SLICES_PER_GROUP = 4
 
 
 def slice_row_groups(pieces: list[dict[str, Any]], target: int) -> list[dict[str, Any]]:
     """Cut single-row-group pieces into row slices until there are `target` pieces
-    (or no piece can be cut further), largest slices first.
+    (or no piece can be cut further), largest slices first, at most
+    `_MAX_SLICES_PER_GROUP` per group.
 
     A slice's task decodes its whole row group and keeps its rows, so slicing
     repeats decoding (and, on S3, reading): worth it only while CPUs would
@@ -380,7 +395,8 @@ def slice_row_groups(pieces: list[dict[str, Any]], target: int) -> list[dict[str
     """
     counts = [1] * len(pieces)
     while sum(counts) < target:
-        rows_per_slice = [p["group_rows"] // (c + 1) if p["group_rows"] else 0 for p, c in zip(pieces, counts)]
+        rows_per_slice = [p["group_rows"] // (c + 1) if p["group_rows"] and c < _MAX_SLICES_PER_GROUP else 0
+                          for p, c in zip(pieces, counts)]
         best = int(np.argmax(rows_per_slice)) if rows_per_slice else 0
         if not rows_per_slice or rows_per_slice[best] == 0:
             break
@@ -390,8 +406,9 @@ def slice_row_groups(pieces: list[dict[str, Any]], target: int) -> list[dict[str
         if count == 1:
             out.append(piece)
             continue
-        bounds = np.linspace(0, piece["group_rows"], count + 1).astype(int)
-        out.extend({**piece, "row_offset": piece["row_offset"] + int(lo), "row_slice": [int(lo), int(hi - lo)]}
+        rows = piece["group_rows"]
+        bounds = [i * rows // count for i in range(count + 1)]
+        out.extend({**piece, "row_offset": piece["row_offset"] + lo, "row_slice": [lo, hi - lo]}
                    for lo, hi in zip(bounds[:-1], bounds[1:]))
     return out
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_ray import schemas
+from recsys_ray import pipeline, schemas
 from recsys_ray.config import RecsysConfig
 from recsys_ray.pipeline import BuildError, build_training_data
 
@@ -50,11 +50,10 @@ def write_inputs(directory: Path, events: pd.DataFrame, n_items=60) -> tuple[str
 def build(ray_session, out, **build):
     cfg = RecsysConfig.load(build={"out": str(out), "version": "v1", **build})
     context = ray_session.data.DataContext.get_current()
-    tuned = ("shuffle_input_batch_bytes", "target_max_block_size", "op_resource_reservation_enabled")
-    before = {name: getattr(context, name) for name in tuned}
+    before = {name: getattr(context, name) for name in pipeline._TUNED_CONTEXT_FIELDS}
     manifest = build_training_data(cfg)
     # The build's Ray Data tuning does not leak into the caller's process.
-    assert {name: getattr(context, name) for name in tuned} == before
+    assert {name: getattr(context, name) for name in pipeline._TUNED_CONTEXT_FIELDS} == before
     return manifest
 
 

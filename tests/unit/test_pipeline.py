@@ -51,14 +51,38 @@ def test_row_groups_are_cut_into_row_slices_only_up_to_the_cpu_count(one_group_f
     assert sum(length for _, length in slices) == 1000
     assert all(start + length == following for (start, length), (following, _) in zip(slices, slices[1:]))
     # enough pieces for the CPUs already: nothing is decoded twice
-    grouped = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
-    assert slice_row_groups(grouped, len(grouped)) == grouped
-    # more CPUs than row groups: each group is cut, the largest slices first
     per_group = _parquet_pieces(grouped_file, None, piece_bytes=1)
+    assert [p["group_rows"] for p in per_group] == [100] * 10
+    assert slice_row_groups(per_group, len(per_group)) == per_group
+    # more CPUs than row groups: each group is cut, the largest slices first
     sliced = slice_row_groups(per_group, 25)
     assert len(sliced) == 25
     assert sorted({p["row_slice"][1] for p in sliced}) == [33, 34, 50]
     assert [p["row_offset"] for p in sliced] == sorted(p["row_offset"] for p in sliced)
+
+
+def test_a_row_group_is_cut_into_at_most_four_slices(one_group_file):
+    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 64)
+    assert [p["row_slice"] for p in pieces] == [[0, 250], [250, 250], [500, 250], [750, 250]]
+
+
+def test_slices_of_later_row_groups_keep_their_rows_numbered_from_the_start_of_the_file(tmp_path):
+    path = tmp_path / "uneven.parquet"
+    table = events(1000, bad_every=97)
+    start = 0
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for rows in (7, 0, 600, 393):  # one row group each
+            writer.write_table(table.slice(start, rows))
+            start += rows
+    entry = storage.FileEntry(str(path), path.stat().st_size)
+    cfg = ValidationConfig()
+    sliced = slice_row_groups(_parquet_pieces(entry, None, piece_bytes=1), 11)
+    assert any(p["row_slice"] and p["row_offset"] > 7 for p in sliced)
+    combined = pa.concat_tables([
+        read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
+        for p in sliced])
+    assert batch_stage.rejected_rows(combined).column("row").to_pylist() == list(range(0, 1000, 97))
+    assert batch_stage.valid_rows(combined, "interactions").num_rows == 1000 - len(range(0, 1000, 97))
 
 
 def test_a_piece_of_several_row_groups_is_never_sliced(grouped_file):
