@@ -200,6 +200,15 @@ def test_rayjob_runs_the_build_and_shuts_down():
     assert args.tenant or args.interactions
 
 
+def test_rayjob_cluster_workers_import_the_build_as_they_start():
+    from recsys_ray.runtime import BUILD_WORKER_MODULES
+
+    (job,) = [doc for doc in ray_resources() if doc["kind"] == "RayJob"]
+    for container in containers(job["spec"]["rayClusterSpec"]):
+        env = {item["name"]: item["value"] for item in container.get("env", [])}
+        assert env.get("RAY_preload_python_modules") == ",".join(BUILD_WORKER_MODULES), container["name"]
+
+
 def test_rayjob_build_config_comes_from_the_pod_environment(pod_environment):
     from recsys_ray.jobs import build
 
