@@ -59,9 +59,8 @@ def run_ray_build(inter: str, items: str, out: str, measure_pss: bool = True) ->
     sampler.start()
     import ray
 
+    from recsys_ray.build import build_training_data
     from recsys_ray.config import RecsysConfig
-    from recsys_ray.pipeline import build_training_data
-
     from recsys_ray.runtime import start_local_ray
 
     start_local_ray()  # a fresh local instance, as `recsys-ray build` starts one
@@ -72,9 +71,9 @@ def run_ray_build(inter: str, items: str, out: str, measure_pss: bool = True) ->
     stop.set()
     sampler.join()
     ray.shutdown()
-    return {"wall_s": round(wall, 2), "ray_init_s": round(init_s, 2), "stages_s": manifest["timings_s"],
+    return {"wall_s": round(wall, 2), "ray_init_s": round(init_s, 2), "stages_s": manifest.timings_s,
             "peak_rss_mb": round(peak["rss"] / 2**20), "peak_pss_mb": round(peak["pss"] / 2**20),
-            "counts": manifest["counts"]}
+            "counts": manifest.counts.model_dump()}
 
 
 def run_baseline(inter: str, items: str, out: str) -> dict:

@@ -24,7 +24,7 @@ _IDLE_WORKERS_PER_CPU = 2
 
 # Imported by every worker of a local instance as it starts (Ray Data and the
 # build's stages take 1.5-2 s to import on a small machine).
-BUILD_WORKER_MODULES = ("recsys_ray.pipeline",)
+BUILD_WORKER_MODULES = ("recsys_ray.build.run",)
 
 
 def local_ray_options(num_cpus: int | None = None) -> dict:

@@ -100,7 +100,7 @@ def demo_build(ray_session, tmp_path_factory):
     `build` holds the BuildConfig fields used (minus `out`)."""
     from recsys_ray import cli
     from recsys_ray.config import RecsysConfig
-    from recsys_ray.pipeline import build_training_data
+    from recsys_ray.build import build_training_data
 
     base = tmp_path_factory.mktemp("demo-build")
     inputs = base / "raw"

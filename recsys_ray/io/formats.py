@@ -47,6 +47,13 @@ EXTENSIONS: dict[str, Format] = {
 PARQUET_MAGIC = b"PAR1"
 
 
+def looks_like_parquet(source: pa.NativeFile) -> bool:
+    """Whether a random-access file starts and ends with Parquet's magic bytes (the one check
+    every reader makes before handing a file to the Parquet reader)."""
+    size = source.size()
+    return size >= 12 and source.read_at(4, 0) == PARQUET_MAGIC and source.read_at(4, size - 4) == PARQUET_MAGIC
+
+
 class InputError(ValueError):
     """A whole input is unusable; `code` and `details` go into the error body."""
 
@@ -55,6 +62,10 @@ class InputError(ValueError):
         self.code = code
         self.message = message
         self.details = details or {}
+
+    def __reduce__(self):
+        # Raised in Ray tasks and re-raised in the driver: it must survive pickling.
+        return type(self), (self.code, self.message, self.details)
 
 
 def format_from_content_type(content_type: str | None) -> Format | None:
@@ -93,7 +104,7 @@ def decode(data: bytes | memoryview, fmt: Format, dataset: str | None = None) ->
 
 
 def decode_parquet(data: bytes | memoryview) -> pa.Table:
-    if len(data) < 12 or bytes(data[:4]) != PARQUET_MAGIC or bytes(data[-4:]) != PARQUET_MAGIC:
+    if not looks_like_parquet(pa.BufferReader(data)):
         raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
     try:
         return pq.read_table(pa.BufferReader(data))
@@ -329,8 +340,7 @@ def _iter_csv(path: str, dataset: str | None, chunk_rows: int) -> Iterator[pa.Ta
 
 def _iter_parquet(path: str, chunk_rows: int) -> Iterator[pa.Table]:
     source = pa.memory_map(path)
-    size = source.size()
-    if size < 12 or source.read_at(4, 0) != PARQUET_MAGIC or source.read_at(4, size - 4) != PARQUET_MAGIC:
+    if not looks_like_parquet(source):
         raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
     try:
         parquet = pq.ParquetFile(source)

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--tenant", help="tenant whose raw zone to read and under which to write the version")
     out = parser.add_argument_group("output")
     out.add_argument("--out", help="version URI (default {root}/tenants/{tenant}/training/{version})")
-    out.add_argument("--version", help="version name (default: UTC time, e.g. v20260101T000000Z)")
+    out.add_argument("--version", help="version name (default: the last segment of --out, else the UTC time, "
+                     "e.g. v20260101T000000Z)")
     out.add_argument("--shards", type=int, help="Parquet shards per split (default: from --rows-per-shard)")
     out.add_argument("--rows-per-shard", type=int, help="target rows per shard (default 1,000,000)")
     opt = parser.add_argument_group("options")
@@ -70,21 +71,23 @@ def config_from_args(args: argparse.Namespace):
     return RecsysConfig.load(args.config, storage={"root": args.root}, build=build)
 
 
-def summarize(manifest: dict[str, Any]) -> str:
-    c = manifest["counts"]
+def summarize(manifest) -> str:
+    """A few lines on what a build wrote (`manifest` is a `recsys_ray.build.manifest.Manifest`)."""
+    c = manifest.counts
     lines = [
-        f"version {manifest['version']} at {manifest['uri']}",
-        f"  input rows {c['input_rows']:,}: valid {c['valid']:,}, rejected {sum(c['rejected'].values()):,} "
-        f"{c['rejected'] or ''}, duplicates {c['duplicates']:,}",
-        f"  cutoff {manifest['cutoff']}",
+        f"version {manifest.version} at {manifest.uri}",
+        f"  input rows {c.input_rows:,}: valid {c.valid:,}, rejected {sum(c.rejected.values()):,} "
+        f"{c.rejected or ''}, duplicates {c.duplicates:,}",
+        f"  cutoff {manifest.cutoff.isoformat()}",
     ]
     for name in ("train", "test"):
-        shards = manifest["shards"][name]
-        lines.append(f"  {name}: {c[name + '_positives']:,} positives + {c[name + '_negatives']:,} negatives "
-                     f"in {len(shards)} shard(s) under {manifest['uri']}/{name}/")
-    if c["negative_shortfall"]:
-        lines.append(f"  negative shortfall: {c['negative_shortfall']:,} (users who have seen almost every item)")
-    timings = manifest["timings_s"]
+        shards = manifest.shards[name]
+        lines.append(f"  {name}: {getattr(c, name + '_positives'):,} positives + "
+                     f"{getattr(c, name + '_negatives'):,} negatives in {len(shards)} shard(s) under "
+                     f"{manifest.uri}/{name}/")
+    if c.negative_shortfall:
+        lines.append(f"  negative shortfall: {c.negative_shortfall:,} (users who have seen almost every item)")
+    timings = manifest.timings_s
     lines.append("  stage timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
                  + f"; total {sum(timings.values()):.2f}")
     return "\n".join(lines)
@@ -98,43 +101,33 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     from pydantic import ValidationError
 
+    from recsys_ray.build.plan import BuildError, plan_build
     from recsys_ray.io.formats import InputError
-    from recsys_ray.pipeline import BuildError, build_training_data
 
     try:
         cfg = config_from_args(args)
     except (ValidationError, ValueError, OSError) as exc:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    try:
+        plan = plan_build(cfg)  # input mistakes are reported before Ray is imported or started
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
+    from recsys_ray.build.run import build_training_data
     from recsys_ray.runtime import ensure_ray
 
     ensure_ray(args.address)
     try:
-        manifest = build_training_data(cfg)
-    except (BuildError, InputError, ValueError) as exc:
+        manifest = build_training_data(cfg, plan)
+    except (BuildError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # a worker's error arrives wrapped; show its cause plainly
-        cause = _root_cause(exc)
-        if isinstance(cause, (BuildError, InputError)):
-            print(f"error: {cause}", file=sys.stderr)
-            return 1
-        raise
-    print(json.dumps(manifest, indent=2) if args.json else summarize(manifest))
+    print(json.dumps({**manifest.model_dump(mode="json"), "uri": manifest.uri}, indent=2) if args.json
+          else summarize(manifest))
     return 0
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = getattr(exc, "cause", None) or exc.__cause__
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from recsys_ray.io import storage
     from recsys_ray.jobs.build import summarize
     from recsys_ray.jobs.generate import write_synthetic
-    from recsys_ray.pipeline import build_training_data
+    from recsys_ray.build.run import build_training_data
 
     root = os.path.abspath(args.root) if not storage.is_s3(args.root) else args.root
     inputs = storage.join(root, "demo-input")
@@ -55,5 +55,5 @@ def main(args: argparse.Namespace) -> int:
     manifest = build_training_data(cfg)
     print(summarize(manifest))
     print(f"done in {time.perf_counter() - started:.1f}s; read it with "
-          f"recsys_ray.train.training_datasets('{manifest['uri']}')")
+          f"recsys_ray.train.training_datasets('{manifest.uri}')")
     return 0

@@ -135,9 +135,7 @@ def _decoded_batches(uri: str, fmt: str, dataset: str, options: storage.StorageO
         return
     fs, path = storage.resolve(uri, options)
     with fs.open_input_file(path) as source:
-        size = source.size()
-        if size < 12 or source.read_at(4, 0) != formats.PARQUET_MAGIC \
-                or source.read_at(4, size - 4) != formats.PARQUET_MAGIC:
+        if not formats.looks_like_parquet(source):
             raise InputError("invalid_parquet", f"{uri} is not a Parquet file (missing PAR1 magic bytes)")
         try:
             parquet = pq.ParquetFile(source)

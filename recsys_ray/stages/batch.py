@@ -47,7 +47,17 @@ def _pad(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig, source: str | None = None,
                          row_offset: int = 0) -> pa.Table:
     """Validate rows of one source (a file, or None) in the combined valid + quarantine
-    layout; rejected rows are numbered from `row_offset`, the batch's position in its source."""
+    layout; rejected rows are numbered from `row_offset`, the batch's position in its source.
+
+    A source without a column the dataset requires is the wrong file (a catalog
+    among interaction files, say), not a file of bad rows: `InputError`.
+    """
+    missing = validation.missing_columns(batch.schema, dataset)
+    if missing:
+        raise formats.InputError(
+            "missing_columns", f"{source or 'input'} has no column(s) {missing} required for {dataset} "
+            f"(its columns are {batch.column_names}); is it a file of another dataset?",
+            {"missing": missing, "source": source})
     return combine(validation.validate(batch, dataset, cfg, source=source, row_offset=row_offset), dataset)
 
 
@@ -81,3 +91,10 @@ def validation_summary(batch: pa.Table) -> pa.Table:
     counts = validation.reason_counts(pa.table({"reason": pc.drop_null(reasons)}))
     return pa.table({"reason": ["valid", *counts.keys()],
                      "count": np.array([valid, *counts.values()], dtype=np.int64)})
+
+
+def unique_events(events: pa.Table) -> pa.Table:
+    """Unique events of whole users; `event_id` has done its job here and is
+    dropped, so the events the later stages share take less object-store memory."""
+    unique, _ = validation.deduplicate_events(events)
+    return unique.drop_columns(["event_id"])

@@ -8,11 +8,12 @@ are exact because batches hold disjoint sets of users.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import schemas
-from recsys_ray.stages.split import timestamp_micros
+from recsys_ray.stages.split import timestamp_micros, train_events
 
 MICROS_PER_DAY = 86_400_000_000
 TYPE_COUNTS = [f"n_{t}" for t in schemas.INTERACTION_TYPES]
@@ -145,3 +146,23 @@ def join_features(rows: pa.Table, users: pa.Table, items: pa.Table,
         for name in looked_up.column_names:
             rows = rows.append_column(name, looked_up.column(name))
     return rows
+
+
+def user_features_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
+                                positive_types: tuple[str, ...]) -> pa.Table:
+    """User features of a batch holding whole users' events (every split): training window only."""
+    return user_features(train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
+
+
+def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
+                                positive_types: tuple[str, ...]) -> pa.Table:
+    """Training-window partials of a batch holding whole users' events, plus zero rows for
+    items seen only after the cutoff (so that every item of the snapshot is known to the sampler)."""
+    partials = item_partials(train_events(events, cutoff_us, strategy, positive_types))
+    all_items = pc.unique(events.column("item_id"))
+    unseen = pc.filter(all_items, pc.invert(pc.is_in(all_items, value_set=partials.column("item_id"))))
+    if len(unseen) == 0:
+        return partials
+    zeros = {name: pa.array(np.zeros(len(unseen)), ITEM_PARTIALS.field(name).type)
+             for name in ITEM_PARTIALS.names if name != "item_id"}
+    return pa.concat_tables([partials, pa.table({"item_id": unseen, **zeros}).cast(ITEM_PARTIALS)])

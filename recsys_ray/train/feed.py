@@ -9,48 +9,16 @@ the trainers. Every split has the `schemas.TRAINING` schema, even when empty.
 
 from __future__ import annotations
 
-import json
-import posixpath
-
 import pyarrow as pa
 import ray.data
 from ray.train import DataConfig
 
 from recsys_ray import schemas
+from recsys_ray.build.manifest import read_manifest
 from recsys_ray.config import StorageConfig
 from recsys_ray.io import storage
 
-MANIFEST_NAME = "manifest.json"
 SPLITS: tuple[str, ...] = ("train", "test")
-
-
-def manifest_location(uri: str) -> tuple[str, str]:
-    """(manifest URI, version root URI) for a version directory or its manifest file."""
-    uri = uri.rstrip("/")
-    if uri.endswith(".json"):
-        return uri, posixpath.dirname(uri) or "."
-    return storage.join(uri, MANIFEST_NAME), uri
-
-
-def read_manifest(uri: str, options: storage.StorageOptions | None = None) -> dict:
-    """The manifest of the version at `uri` (a version directory or its manifest file)."""
-    manifest_uri, _ = manifest_location(uri)
-    return json.loads(storage.read_bytes(manifest_uri, options))
-
-
-def shard_uris(manifest: dict, version_root: str) -> dict[str, list[str]]:
-    """URIs of each split's shards, in manifest order (paths there are relative to the version root)."""
-    out: dict[str, list[str]] = {}
-    for split in SPLITS:
-        entries = manifest.get("shards", {}).get(split, [])
-        out[split] = [_under(version_root, entry["path"]) for entry in entries]
-    return out
-
-
-def _under(root: str, path: str) -> str:
-    if ".." in path.split("/"):
-        raise ValueError(f"shard path {path!r} climbs out of the version directory")
-    return storage.join(root, path)
 
 
 def training_datasets(manifest_uri: str, storage_config: StorageConfig | None = None,
@@ -62,8 +30,8 @@ def training_datasets(manifest_uri: str, storage_config: StorageConfig | None = 
     standard AWS variables). `columns` selects a subset of the training schema.
     """
     options = storage.StorageOptions.from_config(storage_config)
-    manifest_file, version_root = manifest_location(manifest_uri)
-    uris = shard_uris(read_manifest(manifest_file, options), version_root)
+    manifest = read_manifest(manifest_uri, options)
+    uris = {split: manifest.shard_uris(split) for split in SPLITS}
     schema = schemas.TRAINING if columns is None else pa.schema([schemas.TRAINING.field(c) for c in columns])
     datasets = {}
     for split, split_uris in uris.items():

@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_ray import pipeline, schemas
+from recsys_ray import schemas
+from recsys_ray.build import BuildError, build_training_data, dataflow
 from recsys_ray.config import RecsysConfig
-from recsys_ray.pipeline import BuildError, build_training_data
+from recsys_ray.io.formats import InputError
 
 POSITIVE = {"click", "like", "add_to_cart", "purchase"}
 BASE_TS = 1_700_000_000
@@ -50,15 +51,15 @@ def write_inputs(directory: Path, events: pd.DataFrame, n_items=60) -> tuple[str
 def build(ray_session, out, **build):
     cfg = RecsysConfig.load(build={"out": str(out), "version": "v1", **build})
     context = ray_session.data.DataContext.get_current()
-    before = {name: getattr(context, name) for name in pipeline._TUNED_CONTEXT_FIELDS}
+    before = {name: getattr(context, name) for name in dataflow.TUNED_CONTEXT_FIELDS}
     manifest = build_training_data(cfg)
     # The build's Ray Data tuning does not leak into the caller's process.
-    assert {name: getattr(context, name) for name in pipeline._TUNED_CONTEXT_FIELDS} == before
+    assert {name: getattr(context, name) for name in dataflow.TUNED_CONTEXT_FIELDS} == before
     return manifest
 
 
 def read_split(out, manifest, name) -> pd.DataFrame:
-    frames = [pq.read_table(os.path.join(str(out), s["path"])).to_pandas() for s in manifest["shards"][name]]
+    frames = [pq.read_table(os.path.join(str(out), s.path)).to_pandas() for s in manifest.shards[name]]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -90,7 +91,7 @@ def test_manifest_is_complete(built):
 
 def test_row_accounting(built):
     events, manifest, *_ = built
-    c = manifest["counts"]
+    c = manifest.counts.model_dump()
     assert c["input_rows"] == len(events)
     assert c["valid"] + sum(c["rejected"].values()) == c["input_rows"]
     assert c["events"] + c["duplicates"] == c["valid"]
@@ -101,7 +102,7 @@ def test_row_accounting(built):
 def test_positives_are_exactly_the_expected_set(built):
     events, manifest, out, *_ = built
     e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
-    cutoff = pd.Timestamp(manifest["cutoff"]).timestamp()
+    cutoff = pd.Timestamp(manifest.cutoff).timestamp()
     e = e.assign(split=np.where(e.timestamp >= cutoff, "test", "train"))
     expected = (e[e.interaction_type.isin(POSITIVE)].groupby(["user_id", "item_id", "split"]).timestamp.max()
                 .reset_index())
@@ -126,14 +127,14 @@ def test_negatives_never_seen_distinct_and_k_per_positive(built):
     pos_per_key = positives.groupby(["user_id", "split", "timestamp"]).size()
     joined = per_key.join(pos_per_key.rename("positives"), how="outer").fillna(0)
     assert (joined["count"] == 4 * joined["positives"]).all()
-    assert manifest["counts"]["negative_shortfall"] == 0
-    assert manifest["counts"]["train_negatives"] == 4 * manifest["counts"]["train_positives"]
+    assert manifest.counts.negative_shortfall == 0
+    assert manifest.counts.train_negatives == 4 * manifest.counts.train_positives
 
 
 def test_features_match_a_reference_and_come_from_the_training_window(built):
     events, manifest, out, *_ = built
     e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
-    cutoff = pd.Timestamp(manifest["cutoff"]).timestamp()
+    cutoff = pd.Timestamp(manifest.cutoff).timestamp()
     train = e[e.timestamp < cutoff]
     users = pq.read_table(out / "features" / "users").to_pandas().set_index("user_id")
     ref = train.groupby("user_id").agg(total=("item_id", "size"), unique=("item_id", "nunique"),
@@ -168,8 +169,8 @@ def test_rows_carry_joined_features(built):
     for _, row in sample.iterrows():
         assert row.user_total_interactions == users.loc[row.user_id, "user_total_interactions"]
     # shards are shuffled: every shard mixes many users, and rows are not grouped by user
-    for shard in manifest["shards"]["train"]:
-        frame = pq.read_table(out / shard["path"]).to_pandas()
+    for shard in manifest.shards["train"]:
+        frame = pq.read_table(out / shard.path).to_pandas()
         assert frame.user_id.nunique() > 10
         assert (frame.user_id != frame.user_id.shift()).mean() > 0.5
 
@@ -178,11 +179,11 @@ def test_identical_output_at_two_parallelisms(built, ray_session, tmp_path):
     events, manifest, out, inter, items = built
     other = tmp_path / "p5"
     again = build(ray_session, other, interactions=inter, items=items, seed=7, shards=3, parallelism=5)
-    assert again["parallelism"] == 5 and manifest["parallelism"] != 5
-    assert again["counts"] == manifest["counts"]
+    assert again.parallelism == 5 and manifest.parallelism != 5
+    assert again.counts == manifest.counts
     for split in ("train", "test"):
-        for a, b in zip(manifest["shards"][split], again["shards"][split]):
-            assert pq.read_table(out / a["path"]).equals(pq.read_table(other / b["path"]))
+        for a, b in zip(manifest.shards[split], again.shards[split]):
+            assert pq.read_table(out / a.path).equals(pq.read_table(other / b.path))
     # a different seed draws different negatives
     third = build(ray_session, tmp_path / "seed8", interactions=inter, items=items, seed=8, shards=3)
     neg = lambda m, o: set(map(tuple, read_split(o, m, "train").query("label == 0")[["user_id", "item_id"]].values))
@@ -207,7 +208,7 @@ def test_planted_future_event_changes_no_train_feature(ray_session, tmp_path):
     ua = pq.read_table(tmp_path / "out_a" / "features" / "users").to_pandas().sort_values("user_id")
     ub = pq.read_table(tmp_path / "out_b" / "features" / "users").to_pandas().sort_values("user_id")
     pd.testing.assert_frame_equal(ua.reset_index(drop=True), ub.reset_index(drop=True))
-    assert second["counts"]["test_positives"] >= first["counts"]["test_positives"]
+    assert second.counts.test_positives >= first.counts.test_positives
 
 
 def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
@@ -218,7 +219,7 @@ def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
     inter, items = write_inputs(tmp_path / "in", events, n_items=50)
     manifest = build(ray_session, tmp_path / "out", interactions=inter, items=items, seed=3,
                      split_strategy="leave_last_out", shards=2, parallelism=3)
-    assert manifest["split_strategy"] == "leave_last_out"
+    assert manifest.split_strategy == "leave_last_out"
 
     e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
     pos = e[e.interaction_type.isin(POSITIVE)]
@@ -241,7 +242,7 @@ def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
     seen = set(zip(events.user_id, events.item_id))
     negatives = rows[rows.label == 0]
     assert not any((u, i) in seen for u, i in zip(negatives.user_id, negatives.item_id))
-    assert manifest["counts"]["negative_shortfall"] == 0
+    assert manifest.counts.negative_shortfall == 0
     assert len(negatives) == 4 * len(got)
 
     # features from each user's own training window only
@@ -251,7 +252,7 @@ def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
     assert set(users.index) == set(ref.index)
     joined = users.join(ref)
     assert (joined.user_total_interactions == joined.total).all()
-    snapshot_end = pd.Timestamp(manifest["cutoff"]).timestamp()
+    snapshot_end = pd.Timestamp(manifest.cutoff).timestamp()
     assert snapshot_end > e.timestamp.max()
     assert np.allclose(joined.user_recency_days, (snapshot_end - joined["last"]) / 86400)
     items_table = pq.read_table(out / "features" / "items.parquet").to_pandas().set_index("item_id")
@@ -260,10 +261,10 @@ def test_leave_last_out_split_through_the_build(ray_session, tmp_path):
 
     again = build(ray_session, tmp_path / "again", interactions=inter, items=items, seed=3,
                   split_strategy="leave_last_out", shards=2, parallelism=2)
-    assert again["counts"] == manifest["counts"]
+    assert again.counts == manifest.counts
     for split in ("train", "test"):
-        for a, b in zip(manifest["shards"][split], again["shards"][split]):
-            assert pq.read_table(out / a["path"]).equals(pq.read_table(tmp_path / "again" / b["path"]))
+        for a, b in zip(manifest.shards[split], again.shards[split]):
+            assert pq.read_table(out / a.path).equals(pq.read_table(tmp_path / "again" / b.path))
 
 
 def test_rerun_replaces_the_version(built, ray_session, tmp_path):
@@ -272,9 +273,9 @@ def test_rerun_replaces_the_version(built, ray_session, tmp_path):
     build(ray_session, target, interactions=inter, items=items, shards=4)
     second = build(ray_session, target, interactions=inter, items=items, shards=2)
     files = sorted(p.relative_to(target).as_posix() for p in (target / "train").glob("*.parquet"))
-    assert files == [s["path"] for s in second["shards"]["train"]] == ["train/part-00000.parquet",
+    assert files == [s.path for s in second.shards["train"]] == ["train/part-00000.parquet",
                                                                         "train/part-00001.parquet"]
-    assert sum(pq.read_metadata(target / f).num_rows for f in files) == second["counts"]["train_rows"]
+    assert sum(pq.read_metadata(target / f).num_rows for f in files) == second.counts.train_rows
 
 
 def test_user_who_has_seen_every_item_does_not_hang(ray_session, tmp_path):
@@ -293,7 +294,7 @@ def test_user_who_has_seen_every_item_does_not_hang(ray_session, tmp_path):
     assert greedy.empty
     almost = rows_out[(rows_out.user_id == "almost") & (rows_out.label == 0)]
     assert set(almost.item_id) == {f"i{n_items - 2:03d}", f"i{n_items - 1:03d}"}
-    c = manifest["counts"]
+    c = manifest.counts.model_dump()
     expected_short = 4 * 12 + (4 - 2) * 10  # greedy gets none, almost gets 2 of 4 per positive
     assert c["negative_shortfall"] == expected_short
 
@@ -335,7 +336,7 @@ def test_bad_rows_are_quarantined_with_reasons(ray_session, tmp_path):
         f"{'x' * 200},i1,click,2024-01-01T00:00:00Z,\n"
     )
     manifest = build(ray_session, tmp_path / "out", interactions=str(csv), test_fraction=0.25)
-    c = manifest["counts"]
+    c = manifest.counts.model_dump()
     assert c["input_rows"] == 10 and c["valid"] == 4
     assert c["rejected"] == {"missing_field": 1, "unknown_interaction_type": 1, "bad_timestamp": 1,
                              "timestamp_out_of_range": 1, "rating_out_of_range": 1, "id_too_long": 1}
@@ -365,12 +366,29 @@ def test_garbage_parquet_and_wrong_columns(ray_session, tmp_path):
         build(ray_session, tmp_path / "out", interactions=str(garbage))
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a,b,c\n1,2,3\n4,5,6\n")
-    with pytest.raises(BuildError, match="no valid interactions among 2 input rows"):
+    with pytest.raises(InputError, match=r"wrong.csv has no column\(s\) \['user_id', 'item_id'"):
         build(ray_session, tmp_path / "out2", interactions=str(wrong))
-    # the rows were not dropped silently: they are in the quarantine with a reason
-    quarantine = pq.read_table(tmp_path / "out2" / "quarantine" / "interactions").to_pandas()
-    assert list(quarantine.reason) == ["missing_field", "missing_field"]
     assert not (tmp_path / "out2" / "manifest.json").exists()
+    # columns present but no row valid: every row is in the quarantine with a reason
+    invalid = tmp_path / "invalid.csv"
+    invalid.write_text("user_id,item_id,interaction_type,timestamp\nu1,i1,teleport,2024-01-01\n,i2,click,2024-01-01\n")
+    with pytest.raises(BuildError, match="no valid interactions among 2 input rows"):
+        build(ray_session, tmp_path / "out3", interactions=str(invalid))
+    assert not (tmp_path / "out3" / "manifest.json").exists()
+
+
+def test_a_directory_that_also_holds_the_catalog_is_refused(ray_session, tmp_path, capsys):
+    from recsys_ray.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "data"), "--users", "20", "--items", "10",
+                 "--interactions", "200"]) == 0
+    capsys.readouterr()
+    code = main(["build", "--interactions", str(tmp_path / "data"), "--out", str(tmp_path / "v1"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "items.parquet has no column(s) ['user_id', 'interaction_type', 'timestamp']" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "v1" / "manifest.json").exists()
 
 
 def test_build_on_s3_from_a_tenant_raw_zone(ray_session, s3_bucket, tmp_path):
@@ -387,11 +405,11 @@ def test_build_on_s3_from_a_tenant_raw_zone(ray_session, s3_bucket, tmp_path):
     storage.write_table(layout.raw_object(root, "acme", "interactions", "part-b"), landed.slice(700))
     cfg = RecsysConfig.load(storage={"root": root}, build={"tenant": "acme", "version": "v7", "shards": 2})
     manifest = build_training_data(cfg)
-    assert manifest["uri"] == f"{root}/tenants/acme/training/v7"
-    assert manifest["counts"]["input_rows"] == 1500
-    assert storage.exists(f"{manifest['uri']}/manifest.json")
-    total = sum(storage.read_table(f"{manifest['uri']}/{s['path']}").num_rows for s in manifest["shards"]["train"])
-    assert total == manifest["counts"]["train_rows"]
+    assert manifest.uri == f"{root}/tenants/acme/training/v7"
+    assert manifest.counts.input_rows == 1500
+    assert storage.exists(f"{manifest.uri}/manifest.json")
+    total = sum(storage.read_table(f"{manifest.uri}/{s.path}").num_rows for s in manifest.shards["train"])
+    assert total == manifest.counts.train_rows
 
 
 def test_cli_runs_the_build(ray_session, tmp_path):
@@ -404,4 +422,4 @@ def test_cli_runs_the_build(ray_session, tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["config"]["negatives"] == 2
     assert manifest["counts"]["train_negatives"] == 2 * manifest["counts"]["train_positives"]
-    assert main(["build", "--interactions", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2")]) == 1
+    assert main(["build", "--interactions", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2")]) == 2

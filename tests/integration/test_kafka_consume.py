@@ -137,7 +137,7 @@ def test_a_stale_writer_duplicates_rows_but_the_build_keeps_each_event_once(kafk
                                                                             ray_session):
     """Without the ledger (a consumer that lost its partitions but still wrote, with other
     batch boundaries) the raw zone holds repeats; event ids make the build count each event once."""
-    from recsys_ray.pipeline import build_training_data
+    from recsys_ray.build import build_training_data
 
     topic, group = unique("stale.interactions"), unique("g")
     kafka_broker.create_topic(topic, 3)
@@ -157,7 +157,7 @@ def test_a_stale_writer_duplicates_rows_but_the_build_keeps_each_event_once(kafk
     build_cfg = RecsysConfig.load(storage={"root": str(tmp_path)},
                                   build={"tenant": "shop", "version": "v1", "negatives": 1})
     manifest = build_training_data(build_cfg)
-    assert manifest["counts"]["events"] == produced.valid_count
+    assert manifest.counts.events == produced.valid_count
 
 
 def _consume_command(broker, root, topic, group, address, *extra):

@@ -13,7 +13,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from recsys_ray.config import RecsysConfig
-from recsys_ray.pipeline import build_training_data
+from recsys_ray.build import build_training_data
 from tests.conftest import free_port
 
 
@@ -34,8 +34,8 @@ def three_node_cluster(demo_build, without_shared_ray):
         cluster.shutdown()
 
 
-def read_split(out: Path, manifest: dict, split: str) -> list[pa.Table]:
-    return [pq.read_table(out / shard["path"]) for shard in manifest["shards"][split]]
+def read_split(out: Path, manifest, split: str) -> list[pa.Table]:
+    return [pq.read_table(out / shard.path) for shard in manifest.shards[split]]
 
 
 def test_three_nodes_write_exactly_the_rows_of_one_node(demo_build, three_node_cluster, tmp_path):
@@ -54,11 +54,11 @@ def test_three_nodes_write_exactly_the_rows_of_one_node(demo_build, three_node_c
               if task.node_id and task.state == "FINISHED"}
     assert worker_nodes <= ran_on, "both worker nodes ran build tasks"
 
-    assert many["counts"] == one["counts"]
-    assert many["cutoff"] == one["cutoff"]
-    assert many["counts"]["duplicates"] > 0
+    assert many.counts == one.counts
+    assert many.cutoff == one.cutoff
+    assert many.counts.duplicates > 0
     for split in ("train", "test"):
-        assert [s["rows"] for s in many["shards"][split]] == [s["rows"] for s in one["shards"][split]]
+        assert [s.rows for s in many.shards[split]] == [s.rows for s in one.shards[split]]
         for a, b in zip(read_split(one_out, one, split), read_split(many_out, many, split)):
             assert a.equals(b), f"{split} shards differ"
     for features in ("users", "items.parquet"):

@@ -44,4 +44,4 @@ def test_an_allocator_setting_from_the_environment_wins():
 
 def test_local_ray_workers_import_the_build_before_their_first_task():
     probe = run_probe(dict(os.environ))
-    assert probe["imported"] == probe["modules"] == ["recsys_ray.pipeline"]
+    assert probe["imported"] == probe["modules"] == ["recsys_ray.build.run"]

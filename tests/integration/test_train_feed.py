@@ -3,7 +3,6 @@ exactly one worker per epoch, and the example trainer learning."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -30,8 +29,8 @@ def demo_version(demo_build) -> tuple[Path, dict]:
     return demo_build["out"], demo_build["manifest"]
 
 
-def shard_rows(version: Path, manifest: dict, split: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(version / s["path"]) for s in manifest["shards"][split]])
+def shard_rows(version: Path, manifest, split: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(version / s.path) for s in manifest.shards[split]])
 
 
 def collect(dataset) -> pa.Table:
@@ -51,7 +50,7 @@ def test_datasets_read_exactly_the_manifest_shards(demo_version):
         datasets = training_datasets(str(version))
         for split in ("train", "test"):
             assert datasets[split].schema().base_schema == schemas.TRAINING
-            assert datasets[split].count() == manifest["counts"][f"{split}_rows"]
+            assert datasets[split].count() == getattr(manifest.counts, f"{split}_rows")
         assert row_keys(collect(datasets["test"])) == row_keys(shard_rows(version, manifest, "test"))
     finally:
         stray.unlink()
@@ -59,9 +58,9 @@ def test_datasets_read_exactly_the_manifest_shards(demo_version):
 
 def test_empty_split_keeps_the_training_schema(demo_version):
     version, manifest = demo_version
-    no_test = dict(manifest, shards={"train": manifest["shards"]["train"], "test": []})
+    no_test = manifest.model_copy(update={"shards": {"train": manifest.shards["train"], "test": []}})
     alt = version / "manifest-no-test.json"
-    alt.write_text(json.dumps(no_test))
+    alt.write_text(no_test.model_dump_json())
     try:
         datasets = training_datasets(str(alt), columns=["user_id", "label"])
         assert datasets["test"].count() == 0
@@ -80,7 +79,7 @@ def test_reads_a_version_on_s3(demo_version, s3_bucket):
     pafs.copy_files(str(version), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
     datasets = training_datasets(f"s3://{target}")
     assert datasets["train"].schema().base_schema == schemas.TRAINING
-    assert datasets["train"].count() == manifest["counts"]["train_rows"]
+    assert datasets["train"].count() == manifest.counts.train_rows
     assert row_keys(collect(datasets["test"])) == row_keys(shard_rows(version, manifest, "test"))
 
 
@@ -110,7 +109,7 @@ def test_every_row_reaches_exactly_one_worker_per_epoch(demo_version, tmp_path):
     )
     trainer.fit()
     expected = row_keys(shard_rows(version, manifest, "train"))
-    assert sum(expected.values()) == manifest["counts"]["train_rows"]
+    assert sum(expected.values()) == manifest.counts.train_rows
     for epoch in range(2):
         parts = [pq.read_table(received / f"epoch{epoch}-rank{rank}.parquet") for rank in range(2)]
         assert all(part.num_rows > 0 for part in parts), "both workers get rows"
@@ -125,9 +124,9 @@ def test_example_trainer_loss_goes_down(demo_version, tmp_path):
                     storage_path=str(tmp_path / "runs"))
     history = metrics["train_loss_history"]
     assert len(history) == 2 and history[-1] < history[0]
-    assert metrics["train_rows"] == manifest["counts"]["train_rows"]
-    assert metrics["test_rows"] == manifest["counts"]["test_rows"]
+    assert metrics["train_rows"] == manifest.counts.train_rows
+    assert metrics["test_rows"] == manifest.counts.test_rows
     # Better on held-out rows than always predicting the share of positives.
-    p = manifest["counts"]["test_positives"] / manifest["counts"]["test_rows"]
+    p = manifest.counts.test_positives / manifest.counts.test_rows
     assert metrics["test_loss"] < -(p * math.log(p) + (1 - p) * math.log(1 - p))
     assert (Path(metrics["checkpoint"]) / "model.pt").exists()

@@ -87,3 +87,11 @@ def test_parquet_of_consecutive_tables_keeps_order_and_row_groups():
     assert pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups == 3
     empty = formats.encode_parquet_tables([schema.empty_table()], schema)
     assert formats.decode(empty, "parquet").schema == schema
+
+
+def test_input_errors_survive_pickling():
+    """They are raised in Ray tasks and re-raised in the driver."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(formats.InputError("missing_columns", "no user_id", {"missing": ["user_id"]})))
+    assert (error.code, error.message, error.details) == ("missing_columns", "no user_id", {"missing": ["user_id"]})

@@ -6,9 +6,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_ray.build.inputs import parquet_pieces, read_and_validate_parquet, slice_row_groups
+from recsys_ray.build.plan import BuildError
 from recsys_ray.config import ValidationConfig
 from recsys_ray.io import storage
-from recsys_ray.pipeline import BuildError, _parquet_pieces, read_and_validate_parquet, slice_row_groups
+from recsys_ray.io.formats import InputError
 from recsys_ray.stages import batch as batch_stage
 
 
@@ -29,7 +31,7 @@ def grouped_file(tmp_path):
 
 
 def test_a_large_file_is_split_along_row_groups_with_row_offsets(grouped_file):
-    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    pieces = parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
     assert 3 <= len(pieces) <= 6
     groups = [g for p in pieces for g in p["row_groups"]]
     assert groups == list(range(10))
@@ -44,14 +46,14 @@ def one_group_file(tmp_path):
 
 
 def test_row_groups_are_cut_into_row_slices_only_up_to_the_cpu_count(one_group_file, grouped_file):
-    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
+    pieces = slice_row_groups(parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
     assert [p["row_groups"] for p in pieces] == [None] * 3
     slices = [p["row_slice"] for p in pieces]
     assert [start for start, _ in slices] == [p["row_offset"] for p in pieces]
     assert sum(length for _, length in slices) == 1000
     assert all(start + length == following for (start, length), (following, _) in zip(slices, slices[1:]))
     # enough pieces for the CPUs already: nothing is decoded twice
-    per_group = _parquet_pieces(grouped_file, None, piece_bytes=1)
+    per_group = parquet_pieces(grouped_file, None, piece_bytes=1)
     assert [p["group_rows"] for p in per_group] == [100] * 10
     assert slice_row_groups(per_group, len(per_group)) == per_group
     # more CPUs than row groups: each group is cut, the largest slices first
@@ -62,7 +64,7 @@ def test_row_groups_are_cut_into_row_slices_only_up_to_the_cpu_count(one_group_f
 
 
 def test_a_row_group_is_cut_into_at_most_four_slices(one_group_file):
-    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 64)
+    pieces = slice_row_groups(parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 64)
     assert [p["row_slice"] for p in pieces] == [[0, 250], [250, 250], [500, 250], [750, 250]]
 
 
@@ -76,7 +78,7 @@ def test_slices_of_later_row_groups_keep_their_rows_numbered_from_the_start_of_t
             start += rows
     entry = storage.FileEntry(str(path), path.stat().st_size)
     cfg = ValidationConfig()
-    sliced = slice_row_groups(_parquet_pieces(entry, None, piece_bytes=1), 11)
+    sliced = slice_row_groups(parquet_pieces(entry, None, piece_bytes=1), 11)
     assert any(p["row_slice"] and p["row_offset"] > 7 for p in sliced)
     combined = pa.concat_tables([
         read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
@@ -86,16 +88,16 @@ def test_slices_of_later_row_groups_keep_their_rows_numbered_from_the_start_of_t
 
 
 def test_a_piece_of_several_row_groups_is_never_sliced(grouped_file):
-    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    pieces = parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
     assert all(p["group_rows"] is None for p in pieces)
     assert slice_row_groups(pieces, 64) == pieces
 
 
 def test_row_slices_validate_to_the_same_rows_as_the_whole_group(one_group_file):
     cfg = ValidationConfig()
-    whole = read_and_validate_parquet(pa.Table.from_pylist(_parquet_pieces(one_group_file, None, 10**9)),
+    whole = read_and_validate_parquet(pa.Table.from_pylist(parquet_pieces(one_group_file, None, 10**9)),
                                       dataset="interactions", cfg=cfg, options=None)
-    pieces = slice_row_groups(_parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
+    pieces = slice_row_groups(parquet_pieces(one_group_file, None, piece_bytes=one_group_file.size // 2), 3)
     assert len(pieces) == 3
     split = pa.concat_tables([
         read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
@@ -105,16 +107,16 @@ def test_row_slices_validate_to_the_same_rows_as_the_whole_group(one_group_file)
 
 
 def test_a_file_within_one_piece_is_read_whole(grouped_file):
-    assert _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size) == [
+    assert parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size) == [
         {"uri": grouped_file.uri, "row_groups": None, "row_offset": 0, "row_slice": None,
          "group_rows": None}]
 
 
 def test_pieces_validate_to_the_same_rows_as_the_whole_file(grouped_file):
     cfg = ValidationConfig()
-    whole = read_and_validate_parquet(pa.Table.from_pylist(_parquet_pieces(grouped_file, None, 10**9)),
+    whole = read_and_validate_parquet(pa.Table.from_pylist(parquet_pieces(grouped_file, None, 10**9)),
                                       dataset="interactions", cfg=cfg, options=None)
-    pieces = _parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
+    pieces = parquet_pieces(grouped_file, None, piece_bytes=grouped_file.size // 4)
     split = pa.concat_tables([
         read_and_validate_parquet(pa.Table.from_pylist([p]), dataset="interactions", cfg=cfg, options=None)
         for p in pieces])
@@ -132,7 +134,7 @@ def test_a_file_with_parquet_magic_but_no_footer_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
     with pytest.raises(BuildError, match="not a valid Parquet file"):
-        _parquet_pieces(storage.FileEntry(str(bad), bad.stat().st_size), None, piece_bytes=8)
+        parquet_pieces(storage.FileEntry(str(bad), bad.stat().st_size), None, piece_bytes=8)
 
 
 def test_a_data_column_named_path_is_just_data(tmp_path):
@@ -154,3 +156,14 @@ def test_an_unreadable_piece_names_its_file(tmp_path):
          "group_rows": None}])
     with pytest.raises(BuildError, match=f"input file {bad} could not be read as Parquet"):
         read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
+
+
+def test_a_file_of_another_dataset_is_a_whole_file_error(tmp_path):
+    catalog = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_id": ["i1", "i2"], "title": ["a", "b"]}), catalog)
+    piece = pa.Table.from_pylist([{"uri": str(catalog), "row_groups": None, "row_offset": 0, "row_slice": None,
+                                   "group_rows": None}])
+    with pytest.raises(InputError, match=r"has no column\(s\) \['user_id', 'interaction_type', 'timestamp'\]") as info:
+        read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
+    assert info.value.code == "missing_columns"
+    assert str(catalog) in info.value.message

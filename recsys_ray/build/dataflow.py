@@ -1,0 +1,304 @@
+"""The build's Ray Data wiring: each step runs pure stages from `recsys_ray.stages`
+with `map_batches` and hands the next step a dataset or a small frozen value.
+
+Steps, in order (`recsys_ray.build.run` calls them):
+
+1. `read_validated`: read every input file and validate it in the same task,
+   so only validated rows reach the object store;
+2. `partition_events`: hash-partition valid events by user (one Ray shuffle)
+   and drop duplicates — from here on each block holds whole users, which makes
+   user features and the exclusion of seen items exact without more shuffles;
+3. `find_cutoff`: the time cutoff from small per-block histograms;
+4. `user_features` / `sum_item_partials`: training-window features; item
+   partials are summed into a frozen table passed to every worker;
+5. `write_examples`: positives and negatives per block, streamed as narrow rows
+   hashed into shards through a second shuffle; each shard's writer joins the
+   features and writes it once, in a seed-determined order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import DataContext
+
+from recsys_ray import schemas, validation
+from recsys_ray.build import inputs
+from recsys_ray.build.writer import VersionWriter, shard_path
+from recsys_ray.config import BuildConfig, ValidationConfig
+from recsys_ray.io import storage
+from recsys_ray.stages import batch as batch_stage
+from recsys_ray.stages import examples, features, split
+
+log = logging.getLogger(__name__)
+
+TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "op_resource_reservation_enabled",
+                        "enable_progress_bars", "raise_original_map_exception")
+
+# Clusters this small run operators without a reserved share of the CPUs (see `tuned_data_context`).
+UNRESERVED_MAX_CPUS = 4
+
+
+def cluster_cpus() -> int:
+    return int(ray.cluster_resources().get("CPU", 1)) or 1
+
+
+@contextmanager
+def tuned_data_context(progress: bool) -> Iterator[None]:
+    """Ray Data settings the build needs, restored afterwards so that a caller's
+    own Ray Data work in the same process is unaffected."""
+    ctx = DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in TUNED_CONTEXT_FIELDS}
+    # Blocks that hold whole users must never be sliced by the block-size limit.
+    ctx.target_max_block_size = None
+    # One shuffle map task per block: the default coalesces up to 1 GiB of
+    # blocks into a single task, which partitions a medium build on one core.
+    ctx.shuffle_input_batch_bytes = 0
+    # Reserving each operator a share of the CPUs holds a map that feeds a
+    # shuffle to one task at a time on a cluster of two CPUs. Without the
+    # reservation Ray Data also stops budgeting memory per operator, so it is
+    # lifted only where the CPUs are that few.
+    if cluster_cpus() <= UNRESERVED_MAX_CPUS:
+        ctx.op_resource_reservation_enabled = False
+    ctx.enable_progress_bars = progress
+    # A stage's own error (an unusable input file, say) reaches the driver as
+    # itself, inside Ray's task error, instead of behind Ray Data's generic wrapper.
+    ctx.raise_original_map_exception = True
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def auto_parallelism(rows: int) -> int:
+    """User partitions: every CPU busy, about 2M events per partition and CPU round."""
+    cpus = cluster_cpus()
+    return max(cpus, min(256, int(np.ceil(rows / 2_000_000)) * cpus))
+
+
+def shard_count(rows: int, b: BuildConfig) -> int:
+    if b.shards:
+        return b.shards
+    return max(1, int(np.ceil(rows / b.rows_per_shard)))
+
+
+def read_validated(files: list[storage.FileEntry], dataset: str, vcfg: ValidationConfig,
+                   options: storage.StorageOptions, blocks: int | None = None) -> "ray.data.Dataset":
+    """One dataset of validated rows (combined valid + quarantine columns) from every file.
+
+    Parquet files are read and validated a piece at a time by the same task
+    (`recsys_ray.build.inputs`); CSV and JSON files whole, one task each.
+    """
+    cpus = cluster_cpus()
+    blocks = blocks or inputs.read_blocks(files, cpus)
+    parts = []
+    for fmt, entries in inputs.group_by_format(files):
+        if fmt == "parquet":
+            pieces = inputs.plan_parquet_pieces(entries, options, blocks, cpus)
+            ds = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map_batches(
+                inputs.read_and_validate_parquet, batch_size=1, batch_format="pyarrow",
+                fn_kwargs={"dataset": dataset, "cfg": vcfg, "options": options})
+        else:
+            fs, _ = storage.resolve(entries[0].uri, options)
+            paths = [storage.resolve(e.uri, options)[1] for e in entries]
+            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True)
+            ds = ds.map_batches(batch_stage.decode_and_validate_files, batch_size=1, batch_format="pyarrow",
+                                fn_kwargs={"dataset": dataset, "fmt": fmt, "cfg": vcfg})
+        parts.append(ds)
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def validation_counts(validated) -> dict[str, int]:
+    """Valid rows and rejected rows by reason, summed over blocks."""
+    totals: dict[str, int] = {}
+    for row in validated.map_batches(batch_stage.validation_summary, batch_format="pyarrow").iter_rows():
+        totals[row["reason"]] = totals.get(row["reason"], 0) + int(row["count"])
+    return totals
+
+
+def quarantine_rejected(validated, summary: dict[str, int], writer: VersionWriter, dataset: str) -> None:
+    """Write the rejected rows of `validated` under the version's quarantine (if there are any)."""
+    if sum(v for k, v in summary.items() if k != "valid") == 0:
+        return
+    writer.write_quarantine(dataset, validated.map_batches(batch_stage.rejected_rows, batch_format="pyarrow"))
+
+
+def partition_events(validated, parallelism: int) -> "ray.data.MaterializedDataset":
+    """Valid, de-duplicated events in `parallelism` blocks, each holding whole users."""
+    return (
+        validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "interactions"}, batch_format="pyarrow")
+        .repartition(parallelism, keys=["user_id"])
+        .map_batches(batch_stage.unique_events, batch_size=None, batch_format="pyarrow")
+        .materialize()
+    )
+
+
+def find_cutoff(events, test_fraction: float, explicit, total: int, strategy: str) -> int:
+    """The global cutoff in microseconds: explicit, or the exact (1 - test_fraction) quantile.
+
+    With leave-last-out splitting there is no global cutoff; recency is then
+    measured from the latest event of the snapshot.
+    """
+    if explicit is not None:
+        return int(explicit.timestamp() * 1_000_000)
+    summaries = collect(events.map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
+    summaries = summaries.filter(pc.greater(summaries.column("count"), 0))
+    lo, hi = pc.min(summaries.column("min")).as_py(), pc.max(summaries.column("max")).as_py()
+    if strategy == "leave_last_out":
+        return hi + 1
+    rank = split.quantile_rank(total, test_fraction)
+    edges = split.bin_edges(lo, hi)
+    histograms = collect(events.map_batches(split.timestamp_histogram, batch_size=None, batch_format="pyarrow",
+                                            fn_kwargs={"edges": edges}))
+    counts = np.sum(np.stack([np.asarray(c) for c in histograms.column("counts").to_pylist()]), axis=0)
+    index, before = split.locate_rank(counts, rank)
+    values = collect(events.map_batches(split.values_in_range, batch_size=None, batch_format="pyarrow",
+                                        fn_kwargs={"lo": int(edges[index]), "hi": int(edges[index + 1])}))
+    ordered = np.sort(values.column("ts").to_numpy())
+    return int(ordered[rank - before])
+
+
+def collect(ds) -> pa.Table:
+    """Gather a dataset of small per-block summaries into one table."""
+    tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+              for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+    return pa.concat_tables(tables)
+
+
+def _split_kwargs(cutoff_us: int, b: BuildConfig) -> dict[str, Any]:
+    return {"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)}
+
+
+def user_features(events, cutoff_us: int, b: BuildConfig, writer: VersionWriter,
+                  relative: str) -> "ray.data.MaterializedDataset":
+    """Training-window user features, one block per user partition, written under `relative`."""
+    users = events.map_batches(features.user_features_for_partition, batch_size=None, batch_format="pyarrow",
+                               fn_kwargs=_split_kwargs(cutoff_us, b)).materialize()
+    writer.write_dataset(relative, users)
+    return users
+
+
+def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
+    """Item partials of every user partition summed into one table (one row per item of the snapshot)."""
+    partials = events.map_batches(features.item_partials_for_partition, batch_size=None, batch_format="pyarrow",
+                                  fn_kwargs=_split_kwargs(cutoff_us, b))
+    acc = features.ITEM_PARTIALS.empty_table()
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pending.append(part)
+        pending_rows += part.num_rows
+        if pending_rows > 2_000_000:
+            acc = features.sum_item_partials(pa.concat_tables([acc, *pending]))
+            pending, pending_rows = [], 0
+    return features.sum_item_partials(pa.concat_tables([acc, *pending]))
+
+
+def read_catalog(files: list[storage.FileEntry], vcfg: ValidationConfig, options: storage.StorageOptions,
+                 writer: VersionWriter) -> tuple[pa.Table | None, dict[str, Any]]:
+    """The validated, de-duplicated catalog (a frozen value the size of the catalog) and its counts."""
+    if not files:
+        return None, {"catalog": False}
+    validated = read_validated(files, "items", vcfg, options).materialize()
+    summary = validation_counts(validated)
+    quarantine_rejected(validated, summary, writer, "items")
+    valid = list(validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "items"},
+                                       batch_format="pyarrow").iter_batches(batch_size=None, batch_format="pyarrow"))
+    table = pa.concat_tables(valid).cast(schemas.ITEMS) if valid else schemas.ITEMS.empty_table()
+    catalog, duplicates = validation.deduplicate_items(table)
+    return catalog, {
+        "catalog": True,
+        "input_rows": int(sum(summary.values())),
+        "valid": int(summary.get("valid", 0)),
+        "rejected": {k: int(v) for k, v in sorted(summary.items()) if k != "valid"},
+        "duplicates": duplicates,
+        "unique": catalog.num_rows,
+    }
+
+
+def negative_candidates(catalog: pa.Table | None, summed: pa.Table, b: BuildConfig) -> examples.Candidates:
+    """Draw negatives from the catalog, or without one from every item of the snapshot."""
+    universe = catalog.column("item_id") if catalog is not None and catalog.num_rows else summed.column("item_id")
+    universe = pc.unique(universe)
+    popularity = None
+    if b.sampling == "popularity":
+        index = pc.index_in(universe, value_set=summed.column("item_id"))
+        users = summed.column("unique_users").to_numpy()
+        idx = pc.fill_null(index, -1).to_numpy(zero_copy_only=False)
+        popularity = np.where(idx >= 0, users[np.maximum(idx, 0)], 0).astype(np.float64)
+    return examples.make_candidates(universe, popularity, b.sampling, b.popularity_alpha)
+
+
+def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
+    """Positives per split over the whole snapshot (one small row per block and split)."""
+    totals: dict[str, int] = {}
+    for row in collect(events.map_batches(examples.count_positives, batch_size=None, batch_format="pyarrow",
+                                          fn_kwargs=_split_kwargs(cutoff_us, b))).to_pylist():
+        totals[row["split"]] = totals.get(row["split"], 0) + int(row["positives"])
+    return totals
+
+
+SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
+                        ("rows", pa.int64()), ("positives", pa.int64())])
+
+
+def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, user_features: list,
+                      item_features: pa.Table) -> pa.Table:
+    """Join features onto every (split, shard) group of this batch and write it as one Parquet file.
+
+    `user_features` are the object refs of the user feature table's blocks
+    (fetched here, zero-copy on the same node). Returns one row per file:
+    split, shard, path, rows, positives.
+    """
+    users = ray.get(list(user_features))
+    users = pa.concat_tables(users) if users else schemas.USER_FEATURES.empty_table()
+    meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
+    for split_name, shard, rows in examples.shard_groups(batch):
+        relative = shard_path(split_name, shard)
+        storage.write_tables(storage.join(out, relative), examples.finish_shard_chunks(rows, users, item_features),
+                             schemas.TRAINING, options)
+        meta["split"].append(split_name)
+        meta["shard"].append(shard)
+        meta["path"].append(relative)
+        meta["rows"].append(rows.num_rows)
+        meta["positives"].append(int(pc.sum(rows.column("label")).as_py() or 0))
+    return pa.table(meta, schema=SHARD_META)
+
+
+def write_examples(events, example_kwargs: dict, features_by_key: dict, shards_per_split: dict[str, int],
+                   writer: VersionWriter, seed: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
+    """Label rows per user partition, hash them into shards (one shuffle of the
+    narrow rows), join features and write each shard once; returns the
+    manifest's shard list and label counts."""
+    total = shards_per_split["train"] + shards_per_split["test"]
+    written = (
+        events.map_batches(examples.label_examples, batch_size=None, batch_format="pyarrow",
+                           fn_kwargs=example_kwargs)
+        .map_batches(examples.assign_shards, batch_size=None, batch_format="pyarrow",
+                     fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
+        .repartition(total, keys=["split", "_shard"])
+        .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
+                     fn_kwargs={"out": writer.out, "options": writer.options, **features_by_key})
+    )
+    meta = collect(written)
+    log.debug("examples and shards:\n%s", written.stats())
+    shards: dict[str, list] = {"train": [], "test": []}
+    labels: dict[tuple[str, int], int] = {}
+    for row in sorted(meta.to_pylist(), key=lambda r: (r["split"], r["shard"])):
+        shards[row["split"]].append({"path": row["path"], "rows": row["rows"]})
+        labels[(row["split"], 1)] = labels.get((row["split"], 1), 0) + row["positives"]
+        labels[(row["split"], 0)] = labels.get((row["split"], 0), 0) + row["rows"] - row["positives"]
+    return shards, labels
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("RECSYS_PROGRESS", "1") != "0"

@@ -1,0 +1,69 @@
+"""Writing one version, in the lifecycle of Ray Data's `Datasink`.
+
+`on_write_start` clears the version (its manifest first, so it stops looking
+complete), the build then writes its parts (quarantine, features, shards, ...),
+`on_write_complete` commits the manifest last, and `on_write_failed` makes sure
+no manifest exists. What a failed build wrote stays for inspection (its
+quarantine says why rows were rejected) and is cleared by the next run; no
+reader looks past a missing manifest. Every file name of a version comes from here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from recsys_ray.build.manifest import MANIFEST_NAME, Manifest, write_manifest
+from recsys_ray.io import storage
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_DIR = "quarantine"
+USER_FEATURES_DIR = "features/users"
+ITEM_FEATURES_FILE = "features/items.parquet"
+
+
+def shard_path(split: str, shard: int) -> str:
+    """A shard's path relative to the version root."""
+    return f"{split}/part-{shard:05d}.parquet"
+
+
+class VersionWriter:
+    """Where a version's files go, and the order in which it becomes visible."""
+
+    def __init__(self, out: str, options: storage.StorageOptions) -> None:
+        self.out = out
+        self.options = options
+
+    def uri(self, relative: str) -> str:
+        return storage.join(self.out, relative)
+
+    def on_write_start(self) -> None:
+        """Remove the manifest first (the version stops looking complete), then the rest."""
+        manifest_uri = self.uri(MANIFEST_NAME)
+        if storage.exists(manifest_uri, self.options):
+            storage.delete(manifest_uri, self.options)
+        storage.delete(self.out, self.options)
+
+    def write_dataset(self, relative: str, dataset) -> None:
+        """Write a Ray dataset as Parquet files under `relative` (a directory)."""
+        fs, path = storage.resolve(self.uri(relative), self.options)
+        dataset.write_parquet(path, filesystem=fs)
+
+    def write_quarantine(self, dataset_name: str, rejected) -> None:
+        self.write_dataset(f"{QUARANTINE_DIR}/{dataset_name}", rejected)
+
+    def write_table(self, relative: str, table) -> None:
+        storage.write_table(self.uri(relative), table, self.options)
+
+    def on_write_complete(self, manifest: Manifest) -> Manifest:
+        """Commit the version: its manifest, written last."""
+        return write_manifest(manifest, self.out, self.options)
+
+    def on_write_failed(self, error: BaseException) -> None:
+        """Make sure the failed version has no manifest (best effort: storage may be what failed)."""
+        manifest_uri = self.uri(MANIFEST_NAME)
+        try:
+            if storage.exists(manifest_uri, self.options):
+                storage.delete(manifest_uri, self.options)
+        except Exception:  # the build's own error is the one to report
+            log.warning("could not check for a manifest at %s after: %s", manifest_uri, error, exc_info=True)
