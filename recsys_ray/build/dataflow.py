@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +33,7 @@ from ray.data import DataContext
 
 from recsys_ray import schemas, validation
 from recsys_ray.build import inputs
+from recsys_ray.build import progress as progress_lines
 from recsys_ray.build.writer import VersionWriter, shard_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
@@ -41,7 +43,8 @@ from recsys_ray.stages import examples, features, split
 log = logging.getLogger(__name__)
 
 TUNED_CONTEXT_FIELDS = ("target_max_block_size", "shuffle_input_batch_bytes", "op_resource_reservation_enabled",
-                        "enable_progress_bars", "raise_original_map_exception")
+                        "enable_progress_bars", "raise_original_map_exception", "print_on_execution_start",
+                        "custom_execution_callback_classes")
 
 # Clusters this small run operators without a reserved share of the CPUs (see `tuned_data_context`).
 UNRESERVED_MAX_CPUS = 4
@@ -57,6 +60,11 @@ def tuned_data_context(progress: bool) -> Iterator[None]:
     own Ray Data work in the same process is unaffected."""
     ctx = DataContext.get_current()
     saved = {name: getattr(ctx, name) for name in TUNED_CONTEXT_FIELDS}
+    # Ray Data warns once that its bars are off; the build turned them off on purpose.
+    bars_logger = logging.getLogger("ray.data._internal.progress")
+    saved_level = bars_logger.level
+    if not progress:
+        bars_logger.setLevel(logging.ERROR)
     # Blocks that hold whole users must never be sliced by the block-size limit.
     ctx.target_max_block_size = None
     # One shuffle map task per block: the default coalesces up to 1 GiB of
@@ -68,7 +76,11 @@ def tuned_data_context(progress: bool) -> Iterator[None]:
     # lifted only where the CPUs are that few.
     if cluster_cpus() <= UNRESERVED_MAX_CPUS:
         ctx.op_resource_reservation_enabled = False
+    # Progress bars only on a terminal; elsewhere `recsys_ray.build.progress` reports stages
+    # (Ray Data would log every operator every ten seconds), and no execution plans at all.
     ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = False
+    ctx.custom_execution_callback_classes = [*ctx.custom_execution_callback_classes, progress_lines.ROWS_CALLBACK]
     # A stage's own error (an unusable input file, say) reaches the driver as
     # itself, inside Ray's task error, instead of behind Ray Data's generic wrapper.
     ctx.raise_original_map_exception = True
@@ -77,6 +89,7 @@ def tuned_data_context(progress: bool) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(ctx, name, value)
+        bars_logger.setLevel(saved_level)
 
 
 def auto_parallelism(rows: int) -> int:
@@ -300,5 +313,6 @@ def write_examples(events, example_kwargs: dict, features_by_key: dict, shards_p
     return shards, labels
 
 
-def progress_enabled() -> bool:
-    return os.environ.get("RECSYS_PROGRESS", "1") != "0"
+def progress_bars_wanted() -> bool:
+    """Ray Data's progress bars: on a terminal, unless turned off (RECSYS_PROGRESS=0, --quiet)."""
+    return os.environ.get("RECSYS_PROGRESS", "1") != "0" and sys.stdout.isatty()

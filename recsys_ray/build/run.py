@@ -3,13 +3,8 @@ examples and shards, then the manifest (see `recsys_ray.build.dataflow` for the 
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +14,7 @@ from recsys_ray import __version__, schemas
 from recsys_ray.build import dataflow
 from recsys_ray.build.manifest import Column, Counts, Manifest
 from recsys_ray.build.plan import BuildError, BuildPlan, plan_build
+from recsys_ray.build.progress import StageTimer, ray_data_console_for_builds
 from recsys_ray.build.writer import ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEATURES_DIR, VersionWriter
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io.formats import InputError
@@ -26,29 +22,6 @@ from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
 from recsys_ray.stages import features
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageTimer:
-    """Wall time per named stage, in the order the stages ran.
-
-    Each stage ends with a garbage collection: Ray Data's finished executions
-    sit in reference cycles that still hold object refs, and until Python
-    collects them the object store keeps the blocks of datasets the build has
-    already dropped (about 1 GB of validated rows at 10M interactions).
-    """
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        log.info("stage %s ...", name)
-        try:
-            yield
-        finally:
-            gc.collect()
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def build_training_data(cfg: RecsysConfig, plan: BuildPlan | None = None) -> Manifest:
@@ -61,7 +34,8 @@ def build_training_data(cfg: RecsysConfig, plan: BuildPlan | None = None) -> Man
     plan = plan or plan_build(cfg)  # bad inputs fail before a local Ray is started
     ensure_ray()
     writer = VersionWriter(plan.out, plan.options)
-    with dataflow.tuned_data_context(dataflow.progress_enabled()), shuffles_in_default_worker_pool():
+    with (dataflow.tuned_data_context(dataflow.progress_bars_wanted()), shuffles_in_default_worker_pool(),
+          ray_data_console_for_builds()):
         writer.on_write_start()
         try:
             manifest = _build(cfg, plan, writer)

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--cutoff", help="explicit ISO-8601 cutoff instead of --test-fraction")
     opt.add_argument("--parallelism", type=int, help="blocks per stage (default: automatic)")
     parser.add_argument("--address", help="Ray address (default: the current cluster, or a new local one)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary (no progress bars or stage lines)")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
@@ -116,6 +116,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
+    else:
+        from recsys_ray.build.progress import show_on_stderr
+
+        show_on_stderr()
     from recsys_ray.build.run import build_training_data
     from recsys_ray.runtime import ensure_ray
 

@@ -36,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from recsys_ray.io import storage
     from recsys_ray.jobs.build import summarize
     from recsys_ray.jobs.generate import write_synthetic
+    from recsys_ray.build.progress import show_on_stderr
     from recsys_ray.build.run import build_training_data
 
     root = os.path.abspath(args.root) if not storage.is_s3(args.root) else args.root
@@ -47,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
         inputs,
     )
     print(generated.text())
+    show_on_stderr()
     cfg = RecsysConfig.load(
         storage={"root": root},
         build={"interactions": generated.files["interactions"], "items": generated.files["items"],

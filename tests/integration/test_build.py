@@ -412,14 +412,32 @@ def test_build_on_s3_from_a_tenant_raw_zone(ray_session, s3_bucket, tmp_path):
     assert total == manifest.counts.train_rows
 
 
-def test_cli_runs_the_build(ray_session, tmp_path):
+def test_cli_runs_the_build(ray_session, tmp_path, capfd):
     from recsys_ray.cli import main
 
     inter, items = write_inputs(tmp_path / "in", make_events(n=800, seed=2))
     code = main(["build", "--interactions", inter, "--items", items, "--out", str(tmp_path / "out"),
                  "--negatives", "2", "--seed", "3", "--quiet"])
     assert code == 0
+    out, err = capfd.readouterr()
+    assert out.startswith(f"version out at {tmp_path / 'out'}\n") and err == ""
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["version"] == "out" and manifest["tenant"] is None and manifest["config"]["tenant"] is None
     assert manifest["config"]["negatives"] == 2
     assert manifest["counts"]["train_negatives"] == 2 * manifest["counts"]["train_positives"]
     assert main(["build", "--interactions", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_cli_reports_one_line_per_stage_start_and_end(ray_session, tmp_path, capfd):
+    """Off a terminal: no progress bars, execution plans or per-operator progress lines."""
+    from recsys_ray.cli import main
+
+    inter, items = write_inputs(tmp_path / "in", make_events(n=800, seed=2))
+    assert main(["build", "--interactions", inter, "--items", items, "--out", str(tmp_path / "v2")]) == 0
+    _, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    stages = ["validate", "partition_and_dedup", "cutoff", "features", "catalog", "examples_and_shards"]
+    assert [line.split(" ", 1)[1].split(" ...")[0] for line in lines if line.endswith(" ...")] == \
+        [f"stage {name}" for name in stages]
+    assert len([line for line in lines if " done in " in line]) == len(stages)
+    assert len(lines) == 2 * len(stages), err
