@@ -188,7 +188,7 @@ class IngestService:
         self._options = storage.StorageOptions.from_config(cfg.storage)
         self._spool_dir = cfg.serve.spool_dir or tempfile.gettempdir()
         os.makedirs(self._spool_dir, exist_ok=True)
-        self._publisher = UploadEventPublisher(cfg.kafka, cfg.serve.publish_timeout_s)
+        self._publisher = UploadEventPublisher(cfg.kafka, cfg.serve.publish_timeout_s, cfg.storage.root)
         self._metrics = IngestMetrics()
         self._in_flight: dict[str, asyncio.Future] = {}
         self._batcher = WriteBatcher(self._land_group, max_size=cfg.serve.batch_max_requests,
