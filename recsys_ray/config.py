@@ -118,6 +118,21 @@ class ApiConfig(Section):
     max_request_bytes: int = Field(
         default=64 << 20, ge=1, description="Body limit of the JSON/NDJSON record endpoints"
     )
+    max_header_bytes: int = Field(
+        default=64 << 10, ge=1024, description="Total size of a request's header names and values (431 beyond)"
+    )
+    body_idle_timeout_s: float = Field(
+        default=15.0, gt=0, description="Longest pause while a request body arrives (408 beyond)"
+    )
+    body_grace_s: float = Field(
+        default=10.0, ge=0, description="Time a body may take before body_min_bytes_per_s applies"
+    )
+    body_min_bytes_per_s: int = Field(
+        default=1024, ge=0, description="Slowest average rate of a body after the grace period (0: none)"
+    )
+    max_body_reads_per_tenant: int = Field(
+        default=32, ge=1, description="Bodies one tenant may send to a replica at once (429 beyond)"
+    )
 
 
 class ServeConfig(Section):
@@ -134,7 +149,9 @@ class ServeConfig(Section):
     retry_after_s: int = Field(default=1, ge=0)
     batch_max_requests: int = Field(default=16, ge=1, description="Requests validated and written together")
     batch_wait_s: float = Field(default=0.005, ge=0)
-    spool_dir: str | None = Field(default=None, description="Where upload bodies are spooled")
+    spool_dir: str | None = Field(
+        default=None, description="Where upload bodies are spooled; default recsys-ray-spool in the system temp dir"
+    )
     upload_chunk_rows: int = Field(default=1_000_000, ge=1, description="Rows validated at a time in file uploads")
     access_log: bool = False
     health_check_period_s: float = Field(default=10.0, gt=0)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any, Iterable, Iterator, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
@@ -45,6 +47,10 @@ EXTENSIONS: dict[str, Format] = {
     ".pq": "parquet",
 }
 PARQUET_MAGIC = b"PAR1"
+UTF8_BOM = b"\xef\xbb\xbf"
+# Records are flat objects (an array of them is two levels); deeper JSON is refused before
+# any parser sees it: Arrow's JSON reader crashes the process on very deep input.
+MAX_JSON_DEPTH = 32
 
 
 def looks_like_parquet(source: pa.NativeFile) -> bool:
@@ -66,6 +72,98 @@ class InputError(ValueError):
     def __reduce__(self):
         # Raised in Ray tasks and re-raised in the driver: it must survive pickling.
         return type(self), (self.code, self.message, self.details)
+
+
+# ---- the outline of JSON text, read at the byte level before any parser sees it ------------------
+
+_TOKENS = b'"[]{}\n'
+_NOT_TOKENS = bytes(c for c in range(256) if c not in _TOKENS)
+_NESTING = np.zeros(256, dtype=np.int8)
+_NESTING[list(b"[{")] = 1
+_NESTING[list(b"]}")] = -1
+_QUOTE, _NEWLINE, _OPEN_OBJECT = b'"'[0], b"\n"[0], b"{"[0]
+_NOT_BACKSLASH = re.compile(rb"[^\\]")
+_JSON_SPACE = re.compile(rb"[ \t\r\n]*")
+
+
+def scan_json(data: bytes | memoryview, *, record_depth: int, max_records: int | None = None,
+              max_depth: int = MAX_JSON_DEPTH, block_bytes: int = 256 << 10) -> int:
+    """How many JSON objects open at nesting level `record_depth` (0: the lines of
+    NDJSON, 1: the elements of a top-level array), read without parsing.
+
+    Raises InputError `invalid_json` naming the line where nesting first goes
+    beyond `max_depth`, and `too_many_rows` as soon as more than `max_records`
+    records were seen, without reading further. Brackets inside strings do not
+    count; a string ends at its line (JSON text holds no raw line break), and a
+    stray closing bracket never hides later opening ones, so no parser, even one
+    resuming after an error, nests deeper than this allows.
+
+    Each block of `block_bytes` is cut down in C to its quotes, brackets and line
+    breaks (escaped quotes and quote pairs with nothing structural between them
+    dropped, which leaves every other token inside or outside its string as it
+    was); NumPy then follows the few tokens left.
+    """
+    view = memoryview(data).cast("B")
+    size = len(view)
+    depth, in_string, lines, records = 0, False, 0, 0
+    start = 0
+    while start < size:
+        end = min(size, start + block_bytes)
+        if end < size and view[end - 1] == 0x5C:  # keep each run of backslashes in one block
+            following = _NOT_BACKSLASH.search(view, end - 1)
+            end = following.start() + 1 if following else size
+        block = view[start:end].tobytes()
+        start = end
+        if b"\\" in block:
+            # Pairs of backslashes go first, so a quote after what is left is an escaped one.
+            block = block.replace(b"\\\\", b"").replace(b'\\"', b"")
+        kinds = np.frombuffer(block.translate(None, _NOT_TOKENS).replace(b'""', b""), dtype=np.uint8)
+        if not len(kinds):
+            continue
+        is_newline = kinds == _NEWLINE
+        line_of = np.cumsum(is_newline)
+        steps = _NESTING[kinds]
+        is_quote = kinds == _QUOTE
+        if in_string or is_quote.any():
+            quotes_before = np.cumsum(is_quote) - is_quote
+            line_base = np.concatenate(([-int(in_string)], quotes_before[is_newline]))
+            steps = np.where((quotes_before - line_base[line_of]) & 1, 0, steps)
+            in_string = bool((int(is_quote.sum()) - int(line_base[-1])) & 1)
+        elif line_of[-1]:
+            in_string = False
+        structural = np.flatnonzero(steps)
+        if len(structural):
+            level = np.cumsum(steps[structural], dtype=np.int64)
+            depth_after = level - np.minimum(np.minimum.accumulate(level), -depth)
+            too_deep = np.flatnonzero(depth_after > max_depth)
+            if len(too_deep):
+                line = lines + int(line_of[structural[too_deep[0]]]) + 1
+                raise InputError("invalid_json", f"line {line} nests JSON deeper than {max_depth} levels; "
+                                 "records are flat objects", {"line": line, "max_depth": max_depth})
+            opened = (kinds[structural] == _OPEN_OBJECT) & (depth_after == record_depth + 1)
+            records += int(np.count_nonzero(opened))
+            if max_records is not None and records > max_records:
+                raise too_many_rows(max_records)
+            depth = int(depth_after[-1])
+        lines += int(line_of[-1])
+    return records
+
+
+def check_json_depth(data: bytes | memoryview, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise InputError `invalid_json` if `data` nests JSON deeper than `max_depth`."""
+    if isinstance(data, bytes) and data.count(b"[") + data.count(b"{") <= max_depth:
+        return
+    scan_json(data, record_depth=0, max_depth=max_depth)
+
+
+def too_many_rows(limit: int) -> InputError:
+    return InputError("too_many_rows", f"the input holds more than {limit} rows, the limit per request",
+                      {"limit": limit})
+
+
+def without_bom(data: bytes | memoryview) -> bytes | memoryview:
+    """`data` without a leading UTF-8 byte order mark."""
+    return memoryview(data)[len(UTF8_BOM):] if bytes(data[:len(UTF8_BOM)]) == UTF8_BOM else data
 
 
 def format_from_content_type(content_type: str | None) -> Format | None:
@@ -90,17 +188,26 @@ def _string_columns(dataset: str | None) -> dict[str, pa.DataType]:
     return {name: pa.string() for name in names}
 
 
-def decode(data: bytes | memoryview, fmt: Format, dataset: str | None = None) -> pa.Table:
-    """Decode a whole upload or file of format `fmt` into a table."""
-    if fmt == "parquet":
-        return decode_parquet(data)
-    if fmt == "csv":
-        return decode_csv(data, dataset)
+def decode(data: bytes | memoryview, fmt: Format, dataset: str | None = None, *,
+           max_rows: int | None = None) -> pa.Table:
+    """Decode a whole upload or file of format `fmt` into a table.
+
+    With `max_rows`, more rows raise InputError `too_many_rows`; JSON and NDJSON
+    are counted before they are parsed, so an oversized body costs one scan.
+    """
     if fmt == "json":
-        return decode_json(data, dataset)
+        return decode_json(data, dataset, max_rows=max_rows)
     if fmt == "ndjson":
-        return decode_ndjson(data, dataset)
-    raise InputError("unsupported_format", f"unsupported format {fmt!r}; expected one of {list(FORMATS)}")
+        return decode_ndjson(data, dataset, max_rows=max_rows)
+    if fmt == "parquet":
+        table = decode_parquet(data)
+    elif fmt == "csv":
+        table = decode_csv(data, dataset)
+    else:
+        raise InputError("unsupported_format", f"unsupported format {fmt!r}; expected one of {list(FORMATS)}")
+    if max_rows is not None and table.num_rows > max_rows:
+        raise too_many_rows(max_rows)
+    return table
 
 
 def decode_parquet(data: bytes | memoryview) -> pa.Table:
@@ -132,11 +239,13 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
         raise InputError(code, f"cannot parse CSV: {message}") from exc
 
 
-def decode_ndjson(data: bytes | memoryview, dataset: str | None = None, *, text: str | None = None) -> pa.Table:
-    """NDJSON records; `text` is `data` already decoded as UTF-8, if the caller has it."""
+def decode_ndjson(data: bytes | memoryview, dataset: str | None = None, *, max_rows: int | None = None) -> pa.Table:
+    """NDJSON records, one object per line (a leading UTF-8 BOM is ignored)."""
+    data = without_bom(data)
     _reject_binary(data, "NDJSON")
+    scan_json(data, record_depth=0, max_records=max_rows)
     # Arrow's JSON reader lets invalid UTF-8 through, so the text is decoded first.
-    return _decode_ndjson_text(data, _utf8(data) if text is None else text, dataset)
+    return _decode_ndjson_text(data, _utf8(data), dataset)
 
 
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
@@ -171,8 +280,13 @@ def _decode_ndjson_text(data: bytes | memoryview, text: str, dataset: str | None
     return records_to_table(records, dataset)
 
 
-def decode_json(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
-    """A JSON array of objects (a single JSON object per line is also accepted)."""
+def decode_json(data: bytes | memoryview, dataset: str | None = None, *, max_rows: int | None = None) -> pa.Table:
+    """A JSON array of objects (a single JSON object per line is also accepted; a
+    leading UTF-8 BOM is ignored)."""
+    data = without_bom(data)
+    first = _JSON_SPACE.match(data).end()
+    lines_of_objects = bytes(data[first:first + 1]) == b"{"
+    scan_json(data, record_depth=0 if lines_of_objects else 1, max_records=max_rows)
     text = _utf8(data)
     stripped = text.lstrip()
     if not stripped:
@@ -180,7 +294,8 @@ def decode_json(data: bytes | memoryview, dataset: str | None = None) -> pa.Tabl
     if stripped[0] == "{":
         # Several lines of objects: NDJSON sent as application/json.
         if "\n" in stripped.strip():
-            return decode_ndjson(data, dataset, text=text)
+            _reject_binary(data, "NDJSON")
+            return _decode_ndjson_text(data, text, dataset)
         raise InputError("expected_array", "expected a JSON array of records, got a JSON object")
     try:
         payload = json.loads(text)

@@ -16,12 +16,12 @@ import re
 from recsys_ray.io.storage import join
 from recsys_ray.schemas import DATASETS
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,199}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
 
 
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a safe single path segment, else raise ValueError."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ValueError(
             f"invalid {what} {name!r}: use 1-200 characters of letters, digits, '.', '_', '-', '=' "
             "starting with a letter or digit, without '..'"

@@ -201,6 +201,11 @@ def _decode_each(values: Sequence[bytes | None], positions: np.ndarray, dataset:
             failed.append((position, "invalid_json", "message has no payload"))
             continue
         try:
+            formats.check_json_depth(value)
+        except formats.InputError as exc:
+            failed.append((position, "invalid_json", f"payload is not valid JSON: {exc.message}"))
+            continue
+        try:
             record = json.loads(value.decode("utf-8"))
         except UnicodeDecodeError as exc:
             failed.append((position, "invalid_utf8", f"payload is not valid UTF-8 (byte {exc.start})"))
@@ -243,6 +248,10 @@ def _read_json_messages(values: Sequence[bytes], dataset: str) -> pa.Table | Non
         # Line breaks inside valid JSON are whitespace; each message must stay on one line.
         body = _WRAP_SEP.join(v.replace(b"\n", b" ").replace(b"\r", b" ") for v in values)
     data = _WRAP_HEAD + body + _WRAP_TAIL
+    try:
+        formats.check_json_depth(data)  # Arrow's reader crashes the process on deep nesting
+    except formats.InputError:
+        return None
     try:
         table = _read_json(data, None)
         # Arrow reads text that looks like a date as a timestamp; ids and names stay text.

@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
@@ -42,6 +41,7 @@ from recsys_ray.serve.batcher import WriteBatcher
 from recsys_ray.serve.errors import ApiError, error_body, from_input_error, unauthorized, unknown_dataset
 from recsys_ray.serve.events import UploadEventPublisher
 from recsys_ray.serve.metrics import IngestMetrics
+from recsys_ray.serve.proxy import HeaderLimit
 from recsys_ray.serve.reports import IdempotencyClaim, new_batch_id, upload_id_for
 
 log = logging.getLogger("recsys_ray.serve")
@@ -54,6 +54,13 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # writes overlapping the next batch's validation.
 MAX_CONCURRENT_BATCHES = 2
 HEALTHY = b'{"status":"ok"}'
+
+
+def body_read_slots(max_ongoing_requests: int) -> int:
+    """How many requests of a replica may be receiving their bodies at once: all but an
+    eighth of its request slots (at least one), which stay free for health checks,
+    reads and requests past their bodies, however many senders are slow."""
+    return max(1, max_ongoing_requests - max(1, max_ongoing_requests // 8))
 
 
 class RequestMetricsMiddleware:
@@ -84,7 +91,7 @@ class RequestMetricsMiddleware:
             self.metrics.request(endpoint, scope["method"], status, tenant, time.perf_counter() - started)
 
 
-def create_api(service: "IngestService", metrics: IngestMetrics) -> FastAPI:
+def create_api(service: "IngestService", metrics: IngestMetrics, max_header_bytes: int) -> FastAPI:
     """The HTTP API of one replica: thin routes onto `service`, JSON error bodies throughout."""
     api = FastAPI(title="recsys_ray ingestion", version=__version__,
                   docs_url=None, redoc_url=None, openapi_url=None)
@@ -154,6 +161,7 @@ def create_api(service: "IngestService", metrics: IngestMetrics) -> FastAPI:
     async def get_schema(dataset: str, request: Request) -> Response:
         return await service.get_schema(dataset, request)
 
+    api.add_middleware(HeaderLimit, max_bytes=max_header_bytes)
     api.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return api
 
@@ -186,16 +194,21 @@ class IngestService:
                         "every request but health checks will be refused")
         self._root = cfg.storage.root
         self._options = storage.StorageOptions.from_config(cfg.storage)
-        self._spool_dir = cfg.serve.spool_dir or tempfile.gettempdir()
-        os.makedirs(self._spool_dir, exist_ok=True)
-        self._publisher = UploadEventPublisher(cfg.kafka, cfg.serve.publish_timeout_s)
+        self._spool = bodies.SpoolDirectory(cfg.serve.spool_dir or bodies.DEFAULT_SPOOL_DIR)
+        if self._spool.removed:
+            log.warning("removed %d spool directories left by replicas that stopped: %s",
+                        len(self._spool.removed), ", ".join(self._spool.removed))
+        self._timeouts = bodies.BodyTimeouts.from_config(cfg.api)
+        self._readers = bodies.BodyReaders(cfg.api.max_body_reads_per_tenant,
+                                           body_read_slots(cfg.serve.max_ongoing_requests), cfg.serve.retry_after_s)
+        self._publisher = UploadEventPublisher(cfg.kafka, cfg.serve.publish_timeout_s, cfg.storage.root)
         self._metrics = IngestMetrics()
         self._in_flight: dict[str, asyncio.Future] = {}
         self._batcher = WriteBatcher(self._land_group, max_size=cfg.serve.batch_max_requests,
                                      wait_s=cfg.serve.batch_wait_s, max_concurrent=MAX_CONCURRENT_BATCHES)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self, self._metrics)
+        return create_api(self, self._metrics, self._cfg.api.max_header_bytes)
 
     # ---- health ---------------------------------------------------------------------------
 
@@ -220,8 +233,8 @@ class IngestService:
 
     async def check_health(self) -> None:
         """Serve's replica health check: the replica can still spool uploads."""
-        if not os.access(self._spool_dir, os.W_OK):
-            raise RuntimeError(f"spool directory {self._spool_dir} is not writable")
+        if not os.access(self._spool.path, os.W_OK):
+            raise RuntimeError(f"spool directory {self._spool.path} is missing or not writable")
 
     # ---- ingestion ------------------------------------------------------------------------
 
@@ -231,7 +244,7 @@ class IngestService:
         limit = self._cfg.api.max_request_bytes
         bodies.check_declared_length(request.headers.get("content-length"), limit)
         key = _idempotency_key(request)
-        body = await bodies.read_body(request.stream(), limit)
+        body = await self._read_body(request, tenant, limit)
         self._metrics.received(tenant, dataset, len(body))
         claim = self._claim(request, tenant, key, hashlib.sha256(body).hexdigest() if key else None)
         return await self._at_most_once(tenant, claim, lambda: self._land_records(tenant, dataset, fmt, body, claim))
@@ -243,7 +256,7 @@ class IngestService:
         limit = self._cfg.api.max_upload_bytes
         bodies.check_declared_length(request.headers.get("content-length"), limit)
         key = _idempotency_key(request)
-        body = await bodies.spool_body(request.stream(), limit, self._spool_dir, digest=key is not None)
+        body = await self._spool_body(request, tenant, limit, digest=key is not None)
         try:
             self._metrics.received(tenant, dataset, body.size)
             claim = self._claim(request, tenant, key, body.sha256)
@@ -253,12 +266,12 @@ class IngestService:
             body.remove()
 
     async def post_validate(self, dataset: str, request: Request, format: Optional[str] = None) -> Response:
-        self._tenant(request)
+        tenant = self._tenant(request)
         _check_dataset(dataset)
         fmt = _file_format(request, format, default="json")
         limit = self._cfg.api.max_upload_bytes
         bodies.check_declared_length(request.headers.get("content-length"), limit)
-        body = await bodies.spool_body(request.stream(), limit, self._spool_dir)
+        body = await self._spool_body(request, tenant, limit)
         try:
             prepared = await asyncio.to_thread(
                 landing.prepare_file, body.path, fmt, dataset, self._cfg.validation,
@@ -287,6 +300,22 @@ class IngestService:
 
     # ---- internals ------------------------------------------------------------------------
 
+    async def _read_body(self, request: Request, tenant: str, limit: int) -> bytes:
+        """The decoded body within `limit` bytes and the body timeouts, read in one of the tenant's slots."""
+        encoding = bodies.check_content_encoding(request.headers.get("content-encoding"))
+        with self._readers.reading(tenant):
+            return await bodies.read_body(self._chunks(request, encoding), limit)
+
+    async def _spool_body(self, request: Request, tenant: str, limit: int, *,
+                          digest: bool = False) -> bodies.SpooledBody:
+        """As `_read_body`, into a file of the replica's spool directory."""
+        encoding = bodies.check_content_encoding(request.headers.get("content-encoding"))
+        with self._readers.reading(tenant):
+            return await bodies.spool_body(self._chunks(request, encoding), limit, self._spool.path, digest=digest)
+
+    def _chunks(self, request: Request, encoding: str):
+        return bodies.decoded(bodies.timed(request.stream(), self._timeouts), encoding)
+
     def _tenant(self, request: Request) -> str:
         key = auth.key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
         tenant = self._keys.tenant_for(key)
@@ -303,15 +332,18 @@ class IngestService:
 
     async def _land_records(self, tenant: str, dataset: str, fmt: str, body: bytes,
                             claim: Optional[IdempotencyClaim]) -> dict[str, Any]:
-        if len(body) <= INLINE_DECODE_BYTES:
-            table = formats.decode(body, fmt, dataset)
-        else:
-            table = await asyncio.to_thread(formats.decode, body, fmt, dataset)
         limit = self._cfg.api.max_rows_per_request
-        if table.num_rows > limit:
-            raise ApiError(413, "too_many_rows", f"{table.num_rows} rows exceed the limit of {limit} per request; "
-                           "send fewer rows per request or use POST /v1/uploads/{dataset}",
-                           {"rows": table.num_rows, "limit": limit})
+        try:
+            if len(body) <= INLINE_DECODE_BYTES:
+                table = formats.decode(body, fmt, dataset, max_rows=limit)
+            else:
+                table = await asyncio.to_thread(formats.decode, body, fmt, dataset, max_rows=limit)
+        except InputError as exc:
+            if exc.code != "too_many_rows":
+                raise
+            raise ApiError(413, "too_many_rows", f"the request holds more than {limit} rows, the limit per "
+                           "request; send fewer rows per request or use POST /v1/uploads/{dataset}",
+                           {"limit": limit}) from exc
         return await self._batcher.submit((tenant, dataset), Submission(table, claim))
 
     async def _land_group(self, key: tuple[str, str], group: list[Submission]) -> list[Any]:
@@ -337,7 +369,7 @@ class IngestService:
         def prepare_and_land() -> dict[str, Any]:
             prepared = landing.prepare_file(
                 path, fmt, dataset, self._cfg.validation, chunk_rows=self._cfg.serve.upload_chunk_rows,
-                work_dir=self._spool_dir, source=upload_id_for(batch_id, 0))
+                work_dir=self._spool.path, source=upload_id_for(batch_id, 0))
             try:
                 return landing.land_file(prepared, root=self._root, tenant=tenant, batch_id=batch_id,
                                          options=self._options, claim=claim)
@@ -384,6 +416,7 @@ class IngestService:
     async def __del__(self) -> None:
         self._metrics.flush()
         await self._publisher.close()
+        self._spool.close()
 
 
 def _replay(claim: IdempotencyClaim, outcome: dict[str, Any]) -> Response:

@@ -31,8 +31,30 @@ class ApiError(Exception):
         return error_body(self.code, self.message, self.details)
 
 
+# Error bodies may quote the input (a CSV row in a parse error, a name); they quote it bounded.
+MAX_MESSAGE_CHARS = 500
+MAX_DETAIL_CHARS = 200
+MAX_DETAIL_ITEMS = 20
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    """The JSON error body; long text in `message` and `details` is cut short (marked with ...)."""
+    return {"error": {"code": code, "message": _shortened(message, MAX_MESSAGE_CHARS),
+                      "details": _bounded(details or {})}}
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return _shortened(value, MAX_DETAIL_CHARS)
+    if isinstance(value, dict):
+        return {key: _bounded(item) for key, item in list(value.items())[:MAX_DETAIL_ITEMS]}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(item) for item in value[:MAX_DETAIL_ITEMS]]
+    return value
 
 
 def from_input_error(exc: InputError) -> ApiError:

@@ -14,18 +14,20 @@ import logging
 from typing import Any
 
 from recsys_ray.config import KafkaConfig
+from recsys_ray.io import storage
 
 log = logging.getLogger(__name__)
 
 
-def upload_event(tenant: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The event published for one landed upload."""
+def upload_event(tenant: str, report: dict[str, Any], root: str) -> dict[str, Any]:
+    """The event published for one landed upload; its objects are full URIs under `root`
+    (reports name them relative to it)."""
     return {
         "type": "upload.landed",
         "tenant": tenant,
         "dataset": report["dataset"],
         "upload_id": report["upload_id"],
-        "objects": report["objects"],
+        "objects": [storage.join(root, path) for path in report["objects"]],
         "accepted": report["accepted"],
         "rejected": report["rejected"],
         "duplicates": report["duplicates"],
@@ -56,8 +58,9 @@ class UploadEventPublisher:
     and is restarted on the next publish after a failure.
     """
 
-    def __init__(self, kafka: KafkaConfig, timeout_s: float) -> None:
+    def __init__(self, kafka: KafkaConfig, timeout_s: float, root: str) -> None:
         self._kafka = kafka
+        self._root = root
         self._timeout_s = timeout_s
         self._producer = None
         self._lock = asyncio.Lock()
@@ -88,7 +91,7 @@ class UploadEventPublisher:
             producer = await self._started()
             sends = [
                 await producer.send(self._kafka.events_topic,
-                                    json.dumps(upload_event(tenant, r)).encode(), key=tenant.encode())
+                                    json.dumps(upload_event(tenant, r, self._root)).encode(), key=tenant.encode())
                 for r in reports
             ]
             await asyncio.wait_for(asyncio.gather(*sends), self._timeout_s)

@@ -5,7 +5,7 @@ returns exactly what `ingest.prepare_batch` returns for each of them, so that
 a hundred 100-row requests cost about one validation call instead of a hundred.
 `land_uploads` writes their rows as one raw object and one quarantine object,
 then the batch's reports, then any idempotency records: once it returns, every
-upload in the batch is durable.
+upload in the batch is durable. Reports name objects relative to the storage root.
 
 Whole files go through `prepare_file`, which decodes and validates them in
 chunks into local Parquet files, and `land_file`, which copies those into
@@ -34,8 +34,8 @@ from recsys_ray.ingest import MAX_REPORTED_ERRORS, PreparedBatch, land_batch, pr
 from recsys_ray.io import formats, layout, storage
 from recsys_ray.io.formats import InputError
 from recsys_ray.schemas import QUARANTINE, required_columns, schema_for
-from recsys_ray.serve.reports import (IdempotencyClaim, batch_of, batch_report, new_batch_id, upload_id_for,
-                                      upload_report)
+from recsys_ray.serve.reports import (IdempotencyClaim, batch_of, batch_report, new_batch_id, stored_path,
+                                      upload_id_for, upload_report)
 
 # Formats with a header or schema, which must name every required column.
 TABULAR_FORMATS = ("csv", "parquet")
@@ -126,8 +126,8 @@ def land_uploads(
         sum(p.duplicates for p in prepared),
     )
     land_batch(combined, root=root, tenant=tenant, object_name=batch_id, options=options)
-    raw_uri = layout.raw_object(root, tenant, dataset, batch_id)
-    quarantine_uri = layout.quarantine_object(root, tenant, dataset, batch_id)
+    raw_uri = stored_path(root, layout.raw_object(root, tenant, dataset, batch_id))
+    quarantine_uri = stored_path(root, layout.quarantine_object(root, tenant, dataset, batch_id))
     reports = []
     for p, upload_id in zip(prepared, upload_ids):
         objects = ([raw_uri] if p.valid.num_rows else []) + ([quarantine_uri] if p.rejected.num_rows else [])
@@ -220,7 +220,7 @@ def land_file(prepared: PreparedFile, *, root: str, tenant: str, batch_id: str,
         if rejected_path is not None:
             quarantine.append(
                 _copy_in(rejected_path, layout.quarantine_object(root, tenant, prepared.dataset, name), options))
-    report = prepared.report(upload_id_for(batch_id, 0), raw + quarantine)
+    report = prepared.report(upload_id_for(batch_id, 0), [stored_path(root, uri) for uri in raw + quarantine])
     _write_reports([report], [claim], root=root, tenant=tenant, dataset=prepared.dataset, batch_id=batch_id,
                    options=options)
     return report

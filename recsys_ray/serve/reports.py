@@ -51,6 +51,13 @@ class IdempotencyClaim:
         return cls(f"key-{digest}", fingerprint)
 
 
+def stored_path(root: str, uri: str) -> str:
+    """`uri` relative to the storage root `root`, as reports name stored objects: answers
+    show where rows are within the tenant's storage, not the bucket or local path behind it."""
+    prefix = root.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
 def upload_report(upload_id: str | None, dataset: str, *, accepted: int, rejected: int, duplicates: int,
                   rejected_by_reason: dict[str, int], errors: list[dict[str, Any]], objects: list[str],
                   created_at: datetime | None = None) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def test_each_landed_upload_publishes_an_event(ray_session, kafka_broker, events
     first = by_upload[records["upload_id"]]
     assert (first["key"], first["tenant"], first["dataset"], first["accepted"], first["rejected"]) == \
         ("acme", "acme", "interactions", 1, 1)
-    assert first["objects"] == records["objects"]
+    # Answers name objects relative to the storage root; events give their full URIs.
+    assert first["objects"] == [f"{tmp_path}/{path}" for path in records["objects"]]
     second = by_upload[upload["upload_id"]]
     assert (second["tenant"], second["dataset"], second["accepted"], second["objects"]) == \
-        ("globex", "items", 2, upload["objects"])
+        ("globex", "items", 2, [f"{tmp_path}/{path}" for path in upload["objects"]])

@@ -95,3 +95,35 @@ def test_input_errors_survive_pickling():
 
     error = pickle.loads(pickle.dumps(formats.InputError("missing_columns", "no user_id", {"missing": ["user_id"]})))
     assert (error.code, error.message, error.details) == ("missing_columns", "no user_id", {"missing": ["user_id"]})
+@pytest.mark.parametrize("fmt, body", [
+    ("json", b'[{"user_id": "u", "item_id": "i"}]'),
+    ("json", b'{"user_id": "u", "item_id": "i"}\n{"user_id": "v", "item_id": "j"}\n'),
+    ("ndjson", b'{"user_id": "u", "item_id": "i"}\n'),
+    ("csv", b"user_id,item_id\nu,i\n"),
+])
+def test_a_utf8_byte_order_mark_is_ignored_in_every_text_format(fmt, body):
+    table = formats.decode(b"\xef\xbb\xbf" + body, fmt, "interactions")
+    assert table.column("user_id").to_pylist()[0] == "u"
+    assert table.equals(formats.decode(body, fmt, "interactions"))
+
+
+@pytest.mark.parametrize("fmt, body", [
+    ("ndjson", b'{"user_id": "u"}\n' * 6),
+    ("json", b"[" + b",".join([b'{"user_id": "u"}'] * 6) + b"]"),
+    ("json", b'{"user_id": "u"}\n' * 6),
+    ("csv", b"user_id\n" + b"u\n" * 6),
+])
+def test_more_rows_than_max_rows_is_too_many_rows(fmt, body):
+    assert formats.decode(body, fmt, "interactions", max_rows=6).num_rows == 6
+    with pytest.raises(InputError) as err:
+        formats.decode(body, fmt, "interactions", max_rows=5)
+    assert err.value.code == "too_many_rows" and err.value.details == {"limit": 5}
+
+
+def test_the_row_limit_is_found_before_the_body_is_parsed():
+    # Rows past the limit are never parsed: the invalid UTF-8 and JSON after them are not reported.
+    body = b"{}\n" * 20 + b"\xff\xfe not json at all"
+    for fmt in ("ndjson", "json"):
+        with pytest.raises(InputError) as err:
+            formats.decode(body, fmt, "interactions", max_rows=10)
+        assert err.value.code == "too_many_rows"

@@ -24,7 +24,7 @@ def test_layout_paths():
     assert layout.training_version("/d", "acme", "v1") == "/d/tenants/acme/training/v1"
 
 
-@pytest.mark.parametrize("name", ["..", "../x", "a/b", "", ".hidden", "a\\b", "x" * 300, "a..b"])
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", "", ".hidden", "a\\b", "x" * 300, "a..b", "acme\n", "a\nb"])
 def test_names_cannot_escape(name):
     with pytest.raises(ValueError):
         layout.raw_object("/d", name, "interactions", "x")

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -71,6 +73,22 @@ def test_a_lone_surrogate_escape_is_a_dead_letter_and_the_batch_still_lands():
     decoded = decode_payloads(values, "interactions")
     assert [(position, reason) for position, reason, _ in decoded.failed] == [(1, "invalid_utf8")]
     assert decoded.table.column("user_id").to_pylist() == ["u1", "u\U0001f600"]
+
+
+def test_deeply_nested_messages_are_dead_letters_and_the_others_land():
+    # Arrow's JSON reader segfaulted on the first payload, so the batch is decoded in a child process.
+    program = (
+        "import json\n"
+        "from recsys_ray.kafka.messages import decode_payloads\n"
+        "good = json.dumps({'user_id': 'u1', 'item_id': 'i1', 'interaction_type': 'click', 'timestamp': 1}).encode()\n"
+        "values = [good, b'{\"a\":' + b'[' * 20000 + b']' * 20000 + b'}', b'[' * 100000,\n"
+        "          b'{\"a\": ' + b'[' * 40 + b']' * 40 + b'}', good]\n"
+        "decoded = decode_payloads(values, 'interactions')\n"
+        "print(json.dumps([[p, r] for p, r, _ in decoded.failed]), decoded.index.tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '[[1, "invalid_json"], [2, "invalid_json"], [3, "invalid_json"]] [0, 4]'
 
 
 @pytest.mark.parametrize("values, reasons", [

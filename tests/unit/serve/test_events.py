@@ -5,11 +5,13 @@ from recsys_ray.serve.events import producer_options, upload_event
 
 
 def test_upload_event_says_what_landed_where():
-    report = {"upload_id": "u.0", "dataset": "items", "objects": ["s3://b/x.parquet"], "accepted": 3,
-              "rejected": 1, "duplicates": 0, "created_at": "2024-05-01T00:00:00+00:00", "errors": [{"row": 1}]}
-    event = upload_event("acme", report)
+    report = {"upload_id": "u.0", "dataset": "items", "objects": ["tenants/acme/raw/items/x.parquet"],
+              "accepted": 3, "rejected": 1, "duplicates": 0, "created_at": "2024-05-01T00:00:00+00:00",
+              "errors": [{"row": 1}]}
+    event = upload_event("acme", report, "s3://b/recsys/")
     assert event == {"type": "upload.landed", "tenant": "acme", "dataset": "items", "upload_id": "u.0",
-                     "objects": ["s3://b/x.parquet"], "accepted": 3, "rejected": 1, "duplicates": 0,
+                     "objects": ["s3://b/recsys/tenants/acme/raw/items/x.parquet"],
+                     "accepted": 3, "rejected": 1, "duplicates": 0,
                      "created_at": "2024-05-01T00:00:00+00:00"}
 
 
@@ -31,8 +33,8 @@ def test_unreachable_kafka_is_reported_not_raised():
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    publisher = UploadEventPublisher(KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=5)
+    publisher = UploadEventPublisher(KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=5, root="/d")
     report = {"upload_id": "u.0", "dataset": "items", "objects": [], "accepted": 1, "rejected": 0,
               "duplicates": 0, "created_at": "2024-05-01T00:00:00+00:00"}
     assert asyncio.run(publisher.publish("acme", [report, report])) == 2
-    assert asyncio.run(UploadEventPublisher(KafkaConfig(), timeout_s=5).publish("acme", [report])) == 0
+    assert asyncio.run(UploadEventPublisher(KafkaConfig(), timeout_s=5, root="/d").publish("acme", [report])) == 0

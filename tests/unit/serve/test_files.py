@@ -124,7 +124,8 @@ def test_land_file_writes_chunks_then_report_and_key_record(tmp_path, chunk_rows
     assert (report["upload_id"], report["accepted"], report["rejected"]) == (f"{BATCH}.0", 980, 20)
     raw = [f.uri for f in storage.list_files(layout.raw_dir(root, "acme", "interactions"))]
     quarantine = [f.uri for f in storage.list_files(layout.quarantine_dir(root, "acme", "interactions"))]
-    assert sorted(report["objects"]) == sorted(raw + quarantine)
+    assert sorted(storage.join(root, path) for path in report["objects"]) == sorted(raw + quarantine)
+    assert all(path.startswith("tenants/acme/") for path in report["objects"])
     assert (len(raw) == 1) == (chunk_rows > 1000)
     landed = pa.concat_tables([storage.read_table(uri) for uri in raw])
     assert sorted(landed.column("event_id").to_pylist()) == sorted(f"e{i}" for i in range(1000) if i % 50)

@@ -82,8 +82,9 @@ def test_land_uploads_writes_one_batch_and_reports_each_upload(tmp_path):
         (f"{batch}.0", 2, 1, 1), (f"{batch}.1", 1, 1, 0), (f"{batch}.2", 2, 1, 1)]
     assert reports[1]["errors"] == [{"row": 1, "field": "interaction_type", "reason": "unknown_interaction_type",
                                      "message": reports[1]["errors"][0]["message"]}]
-    assert reports[0]["objects"] == [layout.raw_object(str(tmp_path), "acme", "interactions", batch),
-                                     layout.quarantine_object(str(tmp_path), "acme", "interactions", batch)]
+    # Objects are named relative to the storage root: answers do not show the bucket or local path.
+    assert reports[0]["objects"] == [f"tenants/acme/raw/interactions/{batch}.parquet",
+                                     f"tenants/acme/quarantine/interactions/{batch}.parquet"]
     for report in reports:
         assert landing.read_report(str(tmp_path), "acme", report["upload_id"]) == json.loads(json.dumps(report))
         assert landing.read_report(str(tmp_path), "globex", report["upload_id"]) is None
@@ -95,8 +96,7 @@ def test_clean_uploads_write_no_quarantine_object(tmp_path):
     prepared = landing.prepare_many([_events(_event("u1", "i1"))], "interactions", CFG)
     [report] = landing.land_uploads(prepared, root=str(tmp_path), tenant="acme", dataset="interactions")
     assert [path.split("/")[3] for path in _tree(tmp_path)] == ["raw", "uploads"]
-    assert report["objects"] == [layout.raw_object(str(tmp_path), "acme", "interactions",
-                                                   batch_of(report["upload_id"])[0])]
+    assert report["objects"] == [f"tenants/acme/raw/interactions/{batch_of(report['upload_id'])[0]}.parquet"]
 
 
 @pytest.mark.parametrize("upload_id", ["nope", "20240501T000000Z-0123456789abcdef.0",
