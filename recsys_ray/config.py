@@ -84,6 +84,11 @@ class BuildConfig(Section):
     parallelism: int | None = Field(default=None, ge=1)
     shards: int | None = Field(default=None, ge=1)
     rows_per_shard: int = Field(default=1_000_000, ge=1)
+    feature_time: Literal["event", "cutoff"] = Field(
+        default="event", description="event: each row's features as of its own time; cutoff: as of the cutoff")
+    windows: Annotated[tuple[int, ...], NoDecode] = Field(
+        default=(7, 30), description="Windows in days for user_events_{N}d / item_events_{N}d (empty: none)")
+    history: int = Field(default=20, ge=0, le=1000, description="Last N events of the user (0: no history columns)")
 
     @field_validator("interactions", "items", mode="before")
     @classmethod
@@ -100,6 +105,20 @@ class BuildConfig(Section):
         if not value:
             raise ValueError("at least one positive interaction type is required")
         return value
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, value: Any) -> Any:
+        days = []
+        for part in _string_list(value):
+            text = str(part).strip().lower()
+            number = text[:-1] if text.endswith("d") else text
+            if not number.isdigit() or int(number) < 1:
+                raise ValueError(f"window {part!r} is not a positive number of days such as 7d")
+            days.append(int(number))
+        if len(set(days)) != len(days):
+            raise ValueError(f"windows must be distinct, got {days}")
+        return tuple(sorted(days))
 
     _cutoff_utc = field_validator("cutoff")(_as_utc)
 

@@ -97,17 +97,49 @@ ITEM_FEATURES = pa.schema(
     ]
 )
 
-TRAINING = pa.schema(
-    [
-        pa.field("user_id", pa.string()),
-        pa.field("item_id", pa.string()),
-        pa.field("label", pa.float32()),
-        pa.field("timestamp", TIMESTAMP),
-        pa.field("split", pa.string()),
-        *[f for f in USER_FEATURES if f.name != "user_id"],
-        *[f for f in ITEM_FEATURES if f.name != "item_id"],
-    ]
-)
+# Catalog attributes every training row carries (null without a catalog row).
+CATALOG_ATTRIBUTES = pa.schema([
+    pa.field("item_category", pa.string()),
+    pa.field("item_brand", pa.string()),
+    pa.field("item_price", pa.float64()),
+])
+HISTORY_COLUMNS: tuple[str, ...] = ("history_item_ids", "history_interaction_types")
+ROW_KEYS = pa.schema([
+    pa.field("user_id", pa.string()),
+    pa.field("item_id", pa.string()),
+    pa.field("label", pa.float32()),
+    pa.field("timestamp", TIMESTAMP),
+    pa.field("split", pa.string()),
+])
+
+
+def window_columns(prefix: str, windows_days) -> list[str]:
+    """`{prefix}_events_{N}d` for each window of N days."""
+    return [f"{prefix}_events_{int(n)}d" for n in windows_days]
+
+
+def user_row_features(windows_days=(7, 30), history: int = 20) -> pa.Schema:
+    """The user columns of a training row: features, window counts, then history lists."""
+    fields = [f for f in USER_FEATURES if f.name != "user_id"]
+    fields += [pa.field(name, pa.int64()) for name in window_columns("user", windows_days)]
+    if history:
+        fields += [pa.field(name, pa.list_(pa.string())) for name in HISTORY_COLUMNS]
+    return pa.schema(fields)
+
+
+def item_row_features(windows_days=(7, 30)) -> pa.Schema:
+    """The item columns of a training row: features, window counts, then catalog attributes."""
+    fields = [f for f in ITEM_FEATURES if f.name != "item_id"]
+    fields += [pa.field(name, pa.int64()) for name in window_columns("item", windows_days)]
+    return pa.schema(fields + list(CATALOG_ATTRIBUTES))
+
+
+def training_schema(windows_days=(7, 30), history: int = 20) -> pa.Schema:
+    """Columns of a version's train/test shards for the build's window and history options."""
+    return pa.schema([*ROW_KEYS, *user_row_features(windows_days, history), *item_row_features(windows_days)])
+
+
+TRAINING = training_schema()
 
 
 def text_fields(dataset: str | None) -> list[str]:
