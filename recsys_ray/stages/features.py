@@ -145,3 +145,22 @@ def join_features(rows: pa.Table, users: pa.Table, items: pa.Table,
         for name in looked_up.column_names:
             rows = rows.append_column(name, looked_up.column(name))
     return rows
+
+
+CATALOG_ATTRIBUTES = pa.schema(
+    [
+        pa.field("item_category", pa.string()),
+        pa.field("item_brand", pa.string()),
+        pa.field("item_price", pa.float64()),
+    ]
+)
+
+
+def catalog_attributes(catalog: pa.Table | None, item_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """`CATALOG_ATTRIBUTES` of each of `item_ids` from a de-duplicated catalog (one row
+    per item_id); all null for an item without a catalog row, or without a catalog."""
+    if catalog is None or catalog.num_rows == 0:
+        return pa.table([pa.nulls(len(item_ids), f.type) for f in CATALOG_ATTRIBUTES], schema=CATALOG_ATTRIBUTES)
+    rows = feature_positions(item_ids, catalog, "item_id")
+    attributes = catalog.select(["category", "brand", "price"]).take(rows)
+    return pa.Table.from_arrays(attributes.columns, names=CATALOG_ATTRIBUTES.names).cast(CATALOG_ATTRIBUTES)
