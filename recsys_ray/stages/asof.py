@@ -29,9 +29,10 @@ from recsys_ray.stages.features import CATALOG_ATTRIBUTES, MICROS_PER_DAY, catal
 from recsys_ray.stages.split import timestamp_micros
 
 HISTORY_FIELDS = ("history_item_ids", "history_interaction_types")
-# A chunk of a history column holds at most this many list values, so that its
-# string data stays far below the 2 GiB that 32-bit offsets can address.
+# A chunk of a history column holds at most this many list values and string
+# bytes (rows are never split), far below what 32-bit offsets can address.
 HISTORY_CHUNK_VALUES = 1 << 22
+HISTORY_CHUNK_BYTES = 1 << 29
 FIRST_SEEN = pa.schema([pa.field("user_id", pa.string()), pa.field("first_seen", schemas.TIMESTAMP)])
 
 _LIMB_BITS = 32
@@ -76,12 +77,12 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
     schema = user_as_of_schema(windows_days, history)
     if queries.num_rows == 0:
         return schema.empty_table()
-    user_code, users = _codes(events.column("user_id"))
-    item_code, items = _lexical_codes(events.column("item_id"))
-    type_code, types = _lexical_codes(events.column("interaction_type"))
-    timeline = _Timeline.build(user_code, len(users), timestamp_micros(events),
+    user_code, users = _codes(events, "user_id")
+    item_code, items = _lexical_codes(events, "item_id")
+    type_code, types = _lexical_codes(events, "interaction_type")
+    timeline = _Timeline.build(user_code, len(users), _times(events),
                                tiebreak=item_code * max(len(types), 1) + type_code)
-    points = _Points.build(_query_codes(queries.column("user_id"), users), _query_times(queries))
+    points = _Points.build(_query_codes(queries, "user_id", users), _times(queries))
     start, end = timeline.block_start[points.code], timeline.position(points)
 
     new_user = np.ones(timeline.size, dtype=bool)
@@ -107,10 +108,11 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         by_point[name] = end - timeline.position(points, before_us=int(days) * MICROS_PER_DAY)
     table = pa.table(by_point).take(pa.array(points.of_row))
     if history:
-        length = np.minimum(total, history)[points.of_row]
-        row_end = end[points.of_row]
-        table = table.append_column(HISTORY_FIELDS[0], _lists(items, item_code[timeline.order], row_end, length))
-        table = table.append_column(HISTORY_FIELDS[1], _lists(types, type_code[timeline.order], row_end, length))
+        lists = _history_lists((items, types), (item_code[timeline.order].astype(np.int32),
+                                                type_code[timeline.order].astype(np.int8)),
+                               end, np.minimum(total, history), points.of_row, history)
+        for name, column in zip(HISTORY_FIELDS, lists):
+            table = table.append_column(name, column)
     return table.select(schema.names).cast(schema)
 
 
@@ -131,11 +133,11 @@ def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
     if users_before.null_count:
         raise ValueError("users_before must not be null")
     users_before = users_before.to_numpy().astype(np.int64)
-    item_code, items = _codes(events.column("item_id"))
-    user_code, users = _codes(events.column("user_id"))
-    timeline = _Timeline.build(item_code, len(items), timestamp_micros(events))
-    query_item_code, query_items = _codes(queries.column("item_id"))
-    points = _Points.build(_map_codes(query_items, items)[query_item_code], _query_times(queries))
+    item_code, items = _codes(events, "item_id")
+    user_code, users = _codes(events, "user_id")
+    timeline = _Timeline.build(item_code, len(items), _times(events))
+    query_item_code, query_items = _codes(queries, "item_id")
+    points = _Points.build(_map_codes(query_items, items)[query_item_code], _times(queries))
     start, end = timeline.block_start[points.code], timeline.position(points)
 
     counts = _counts(events, timeline, start, end)
@@ -384,15 +386,15 @@ def _range_sum(flags: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndar
     return cumulative[end] - cumulative[start]
 
 
-def _query_times(queries: pa.Table) -> np.ndarray:
-    if queries.column("timestamp").null_count:
-        raise ValueError("query timestamps must not be null")
-    return timestamp_micros(queries)
+def _times(table: pa.Table) -> np.ndarray:
+    if table.column("timestamp").null_count:
+        raise ValueError("timestamps must not be null")
+    return timestamp_micros(table)
 
 
-def _query_codes(keys: pa.Array | pa.ChunkedArray, dictionary: pa.Array) -> np.ndarray:
-    """Code of each query key in `dictionary`; len(dictionary) for a key without events."""
-    query_code, query_dictionary = _codes(keys)
+def _query_codes(queries: pa.Table, name: str, dictionary: pa.Array) -> np.ndarray:
+    """Code in `dictionary` of each query's key; len(dictionary) for a key without events."""
+    query_code, query_dictionary = _codes(queries, name)
     return _map_codes(query_dictionary, dictionary)[query_code]
 
 
@@ -401,17 +403,19 @@ def _map_codes(keys: pa.Array, dictionary: pa.Array) -> np.ndarray:
         zero_copy_only=False).astype(np.int64)
 
 
-def _codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes of `values` and the distinct values they index."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+def _codes(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of column `name` and the distinct values they index."""
+    values = table.column(name)
+    if values.null_count:
+        raise ValueError(f"{name} must not be null")
+    values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     encoded = pc.dictionary_encode(values)
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
-def _lexical_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Codes that order like the values themselves, and the sorted distinct values."""
-    indices, dictionary = _codes(values)
+def _lexical_codes(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
+    """Codes that order like the values of column `name`, and the sorted distinct values."""
+    indices, dictionary = _codes(table, name)
     by_value = pc.sort_indices(dictionary).to_numpy()
     rank = np.empty(len(dictionary), dtype=np.int64)
     rank[by_value] = np.arange(len(dictionary))
@@ -431,23 +435,33 @@ def _mean(total: np.ndarray, count: np.ndarray) -> pa.Array:
     return _ratio(total, count)
 
 
-def _lists(dictionary: pa.Array, codes_sorted: np.ndarray, row_end: np.ndarray,
-           length: np.ndarray) -> pa.ChunkedArray:
-    """Per row, dictionary[codes_sorted[row_end - length : row_end]] as list<string>, in chunks
-    of about `HISTORY_CHUNK_VALUES` values."""
-    offsets = np.zeros(len(length) + 1, dtype=np.int64)
-    np.cumsum(length, out=offsets[1:])
-    cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], HISTORY_CHUNK_VALUES), side="right") - 1
-    cuts = np.unique(np.concatenate([[0], cuts, [len(length)]]))
-    chunks = []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        chunk_offsets = offsets[lo:hi + 1] - offsets[lo]
-        first = row_end[lo:hi] - length[lo:hi]
-        index = np.arange(chunk_offsets[-1], dtype=np.int64) + np.repeat(first - chunk_offsets[:-1], length[lo:hi])
-        values = pa.DictionaryArray.from_arrays(pa.array(codes_sorted[index].astype(np.int32)),
-                                                dictionary).cast(pa.string())
-        chunks.append(pa.ListArray.from_arrays(pa.array(chunk_offsets.astype(np.int32)), values))
-    return pa.chunked_array(chunks, pa.list_(pa.string()))
+def _history_lists(dictionaries: tuple[pa.Array, ...], codes_sorted: tuple[np.ndarray, ...], end: np.ndarray,
+                   length: np.ndarray, of_row: np.ndarray, history: int) -> list[pa.ChunkedArray]:
+    """For each (dictionary, codes) pair, per query row: dictionary[codes[end - length : end]]
+    of its point, as list<string> in chunks of at most `HISTORY_CHUNK_VALUES` values
+    and `HISTORY_CHUNK_BYTES` bytes of strings.
+
+    The last `history` codes of every point are gathered once (points are in
+    sorted order, so this reads the codes in order); rows then copy their
+    point's row of that matrix.
+    """
+    slots = np.maximum(end[:, None] + np.arange(-history, 0), 0)
+    matrices = [(codes if len(codes) else np.zeros(1, codes.dtype))[slots] for codes in codes_sorted]
+    longest = max([pc.max(pc.binary_length(d)).as_py() or 1 for d in dictionaries if len(d)] or [1])
+    chunk_rows = max(1, min(HISTORY_CHUNK_VALUES, HISTORY_CHUNK_BYTES // longest) // history)
+    chunks: list[list[pa.Array]] = [[] for _ in dictionaries]
+    for lo in range(0, len(of_row), chunk_rows):
+        points = of_row[lo:lo + chunk_rows]
+        lengths = length[points]
+        keep = None if (lengths == history).all() else np.arange(history) >= (history - lengths)[:, None]
+        offsets = np.zeros(len(points) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        for out, dictionary, matrix in zip(chunks, dictionaries, matrices):
+            block = matrix[points]
+            codes = block.reshape(-1) if keep is None else block[keep]  # row by row, oldest first
+            values = pa.DictionaryArray.from_arrays(pa.array(codes), dictionary).cast(pa.string())
+            out.append(pa.ListArray.from_arrays(pa.array(offsets), values))
+    return [pa.chunked_array(c, pa.list_(pa.string())) for c in chunks]
 
 
 def _check_history(history: int) -> None:

@@ -164,6 +164,23 @@ def test_windows_and_history_can_be_turned_off_and_are_checked():
         asof.user_as_of_schema(history=-1)
     with pytest.raises(ValueError, match="timestamps"):
         asof.user_features_as_of(U1, pa.table({"user_id": ["u1"], "timestamp": pa.array([None], schemas.TIMESTAMP)}))
+    with pytest.raises(ValueError, match="user_id"):
+        asof.user_features_as_of(U1, pa.table({"user_id": pa.array([None], pa.string()),
+                                               "timestamp": pa.array([at(1)], schemas.TIMESTAMP)}))
+    with pytest.raises(ValueError, match="users_before"):
+        asof.item_features_as_of(U1, item_queries([("i1", at(1), None)]))
+
+
+def test_history_in_small_chunks_equals_one_chunk(monkeypatch):
+    batch = events([("u1", f"i{n % 4}", "view", at(n), None) for n in range(8)]
+                   + [("u2", "i9", "like", at(1), None)])
+    queries = user_queries([("u1", at(n)) for n in (8, 2, 0, 8, 5, 9)] + [("u2", at(2)), ("u1", at(8))])
+    whole = asof.user_features_as_of(batch, queries, history=3)
+    monkeypatch.setattr(asof, "HISTORY_CHUNK_VALUES", 7)  # two rows of three per chunk
+    chunked = asof.user_features_as_of(batch, queries, history=3)
+    assert chunked.column("history_item_ids").num_chunks == 4
+    assert chunked.to_pylist() == whole.to_pylist()
+    assert whole.column("history_item_ids").to_pylist()[:3] == [["i1", "i2", "i3"], ["i0", "i1"], []]
 
 
 ITEM_EVENTS = events([

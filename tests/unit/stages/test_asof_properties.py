@@ -12,6 +12,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from recsys_ray import schemas
 from recsys_ray.stages import asof
@@ -116,7 +117,9 @@ CATALOG = pa.table({"item_id": ["i0", "i2", "other"], "category": ["cat-i0", "ca
                     "brand": pa.array([None, None, "b"], pa.string()), "price": [1.5, 1.5, 2.0]})
 
 
-def test_user_features_equal_a_per_row_recomputation():
+@pytest.mark.parametrize("chunk_values", [asof.HISTORY_CHUNK_VALUES, HISTORY + 1])
+def test_user_features_equal_a_per_row_recomputation(monkeypatch, chunk_values):
+    monkeypatch.setattr(asof, "HISTORY_CHUNK_VALUES", chunk_values)  # history lists in one chunk, or one per row
     rng = random.Random(13)
     for _ in range(SNAPSHOTS):
         rows, user_rows, _ = random_snapshot(rng)
