@@ -98,7 +98,7 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         "user_total_interactions": total,
         "user_unique_items": _range_sum(timeline.first_of_pairs(item_code, len(items)), start, end),
         **{f"user_n_{k}": counts[k] for k in schemas.INTERACTION_TYPES},
-        "user_avg_rating": _mean(counts["rating_sum"], counts["rating_count"]),
+        "user_avg_rating": _ratio(counts["rating_sum"], counts["rating_count"]),
         "user_purchase_rate": _ratio(counts["purchase"], total),
         "user_days_active": _range_sum(new_day, start, end),
         "user_last_ts": pa.array(last, pa.timestamp("us"), mask=none).cast(schemas.TIMESTAMP),
@@ -109,7 +109,7 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
     table = pa.table(by_point).take(pa.array(points.of_row))
     if history:
         lists = _history_lists((items, types), (item_code[timeline.order].astype(np.int32),
-                                                type_code[timeline.order].astype(np.int8)),
+                                                type_code[timeline.order].astype(np.int32)),
                                end, np.minimum(total, history), points.of_row, history)
         for name, column in zip(HISTORY_FIELDS, lists):
             table = table.append_column(name, column)
@@ -147,7 +147,7 @@ def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         "item_total_interactions": total,
         "item_unique_users": unique_users,
         **{f"item_n_{k}": counts[k] for k in schemas.INTERACTION_TYPES},
-        "item_avg_rating": _mean(counts["rating_sum"], counts["rating_count"]),
+        "item_avg_rating": _ratio(counts["rating_sum"], counts["rating_count"]),
         "item_ctr": _ratio(counts["click"], counts["view"]),
         "item_purchase_rate": _ratio(counts["purchase"], total),
     }
@@ -431,10 +431,6 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> pa.Array:
     return _nullable(numerator / np.maximum(denominator, 1), denominator == 0)
 
 
-def _mean(total: np.ndarray, count: np.ndarray) -> pa.Array:
-    return _ratio(total, count)
-
-
 def _history_lists(dictionaries: tuple[pa.Array, ...], codes_sorted: tuple[np.ndarray, ...], end: np.ndarray,
                    length: np.ndarray, of_row: np.ndarray, history: int) -> list[pa.ChunkedArray]:
     """For each (dictionary, codes) pair, per query row: dictionary[codes[end - length : end]]
@@ -445,10 +441,13 @@ def _history_lists(dictionaries: tuple[pa.Array, ...], codes_sorted: tuple[np.nd
     sorted order, so this reads the codes in order); rows then copy their
     point's row of that matrix.
     """
-    slots = np.maximum(end[:, None] + np.arange(-history, 0), 0)
-    matrices = [(codes if len(codes) else np.zeros(1, codes.dtype))[slots] for codes in codes_sorted]
     longest = max([pc.max(pc.binary_length(d)).as_py() or 1 for d in dictionaries if len(d)] or [1])
     chunk_rows = max(1, min(HISTORY_CHUNK_VALUES, HISTORY_CHUNK_BYTES // longest) // history)
+    matrices = [np.zeros((len(end), history), dtype=codes.dtype) for codes in codes_sorted]
+    for lo in range(0, len(end) if len(codes_sorted[0]) else 0, chunk_rows):
+        slots = np.maximum(end[lo:lo + chunk_rows, None] + np.arange(-history, 0), 0)
+        for matrix, codes in zip(matrices, codes_sorted):
+            matrix[lo:lo + chunk_rows] = codes[slots]
     chunks: list[list[pa.Array]] = [[] for _ in dictionaries]
     for lo in range(0, len(of_row), chunk_rows):
         points = of_row[lo:lo + chunk_rows]
