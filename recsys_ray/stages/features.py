@@ -166,3 +166,16 @@ def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
     zeros = {name: pa.array(np.zeros(len(unseen)), ITEM_PARTIALS.field(name).type)
              for name in ITEM_PARTIALS.names if name != "item_id"}
     return pa.concat_tables([partials, pa.table({"item_id": unseen, **zeros}).cast(ITEM_PARTIALS)])
+
+
+CATALOG_ATTRIBUTES = schemas.CATALOG_ATTRIBUTES
+
+
+def catalog_attributes(catalog: pa.Table | None, item_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """`CATALOG_ATTRIBUTES` of each of `item_ids` from a de-duplicated catalog (one row
+    per item_id); all null for an item without a catalog row, or without a catalog."""
+    if catalog is None or catalog.num_rows == 0:
+        return pa.table([pa.nulls(len(item_ids), f.type) for f in CATALOG_ATTRIBUTES], schema=CATALOG_ATTRIBUTES)
+    rows = feature_positions(item_ids, catalog, "item_id")
+    attributes = catalog.select(["category", "brand", "price"]).take(rows)
+    return pa.Table.from_arrays(attributes.columns, names=CATALOG_ATTRIBUTES.names).cast(CATALOG_ATTRIBUTES)
