@@ -38,7 +38,7 @@ from recsys_ray.build.writer import VersionWriter, shard_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
-from recsys_ray.stages import examples, features, split
+from recsys_ray.stages import asof, examples, features, split, training_rows
 
 log = logging.getLogger(__name__)
 
@@ -191,29 +191,39 @@ def _split_kwargs(cutoff_us: int, b: BuildConfig) -> dict[str, Any]:
     return {"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)}
 
 
-def user_features(events, cutoff_us: int, b: BuildConfig, writer: VersionWriter,
-                  relative: str) -> "ray.data.MaterializedDataset":
-    """Training-window user features, one block per user partition, written under `relative`."""
-    users = events.map_batches(features.user_features_for_partition, batch_size=None, batch_format="pyarrow",
-                               fn_kwargs=_split_kwargs(cutoff_us, b)).materialize()
+def user_features(events, cutoff_us: int, b: BuildConfig, writer: VersionWriter, relative: str) -> int:
+    """Each user's features as of the cutoff (what a user serves with), written under
+    `relative`; returns the number of users with training events."""
+    users = events.map_batches(training_rows.user_features_at_cutoff, batch_size=None, batch_format="pyarrow",
+                               fn_kwargs={**_split_kwargs(cutoff_us, b), "windows": b.windows,
+                                          "history": b.history}).materialize()
     writer.write_dataset(relative, users)
-    return users
+    return users.count()
 
 
 def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
     """Item partials of every user partition summed into one table (one row per item of the snapshot)."""
-    partials = events.map_batches(features.item_partials_for_partition, batch_size=None, batch_format="pyarrow",
-                                  fn_kwargs=_split_kwargs(cutoff_us, b))
-    acc = features.ITEM_PARTIALS.empty_table()
+    partials = events.map_batches(training_rows.item_partials_for_partition, batch_size=None,
+                                  batch_format="pyarrow", fn_kwargs={**_split_kwargs(cutoff_us, b),
+                                                                     "windows": b.windows})
     pending: list[pa.Table] = []
     pending_rows = 0
+    acc = None
     for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"):
         pending.append(part)
         pending_rows += part.num_rows
         if pending_rows > 2_000_000:
-            acc = features.sum_item_partials(pa.concat_tables([acc, *pending]))
+            acc = features.sum_item_partials(pa.concat_tables(([acc] if acc is not None else []) + pending))
             pending, pending_rows = [], 0
-    return features.sum_item_partials(pa.concat_tables([acc, *pending]))
+    return features.sum_item_partials(pa.concat_tables(([acc] if acc is not None else []) + pending))
+
+
+def user_first_seen(events) -> np.ndarray:
+    """Every user's first event time (microseconds), sorted: how many users were active before a time."""
+    first = events.map_batches(asof.user_first_seen, batch_size=None, batch_format="pyarrow")
+    times = [split.timestamp_micros(part.rename_columns(["user_id", "timestamp"]))
+             for part in first.iter_batches(batch_size=None, batch_format="pyarrow")]
+    return np.sort(np.concatenate(times)) if times else np.zeros(0, dtype=np.int64)
 
 
 def read_catalog(files: list[storage.FileEntry], vcfg: ValidationConfig, options: storage.StorageOptions,
@@ -264,43 +274,59 @@ SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", 
                         ("rows", pa.int64()), ("positives", pa.int64())])
 
 
-def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, user_features: list,
-                      item_features: pa.Table) -> pa.Table:
-    """Join features onto every (split, shard) group of this batch and write it as one Parquet file.
+def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
+                      item_side: pa.Table | None) -> pa.Table:
+    """Write every (split, shard) group of this batch as one Parquet file, item columns joined.
 
-    `user_features` are the object refs of the user feature table's blocks
-    (fetched here, zero-copy on the same node). Returns one row per file:
-    split, shard, path, rows, positives.
+    In event mode the batch also holds the shard's item rows (item features as
+    of each row's time); in cutoff mode `item_side` is the frozen table of item
+    features as of the cutoff. Returns one row per file: split, shard, path,
+    rows, positives.
     """
-    users = ray.get(list(user_features))
-    users = pa.concat_tables(users) if users else schemas.USER_FEATURES.empty_table()
+    user_part, item_rows = training_rows.split_shard_batch(batch, rows)
     meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
-    for split_name, shard, rows in examples.shard_groups(batch):
+    for split_name, shard, shard_rows in examples.shard_groups(user_part):
+        items = item_side
+        if item_rows is not None:
+            items = item_rows.filter(pc.and_(pc.equal(item_rows.column("split"), split_name),
+                                             pc.equal(item_rows.column("_shard"), shard)))
         relative = shard_path(split_name, shard)
-        storage.write_tables(storage.join(out, relative), examples.finish_shard_chunks(rows, users, item_features),
-                             schemas.TRAINING, options)
+        storage.write_tables(storage.join(out, relative), training_rows.finish_shard_chunks(shard_rows, items, rows),
+                             rows.schema, options)
         meta["split"].append(split_name)
         meta["shard"].append(shard)
         meta["path"].append(relative)
-        meta["rows"].append(rows.num_rows)
-        meta["positives"].append(int(pc.sum(rows.column("label")).as_py() or 0))
+        meta["rows"].append(shard_rows.num_rows)
+        meta["positives"].append(int(pc.sum(shard_rows.column("label")).as_py() or 0))
     return pa.table(meta, schema=SHARD_META)
 
 
-def write_examples(events, example_kwargs: dict, features_by_key: dict, shards_per_split: dict[str, int],
-                   writer: VersionWriter, seed: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
-    """Label rows per user partition, hash them into shards (one shuffle of the
-    narrow rows), join features and write each shard once; returns the
-    manifest's shard list and label counts."""
-    total = shards_per_split["train"] + shards_per_split["test"]
+def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
+                   catalog: pa.Table | None, writer: VersionWriter,
+                   parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
+    """Label rows with their user columns per user partition and hash them into shards;
+    in event mode, send each row's (item, time) and every event through a shuffle by
+    item to compute item columns as of each time and on to the same shards; join and
+    write each shard once. Returns the manifest's shard list and label counts."""
+    total = rows.shards_per_split["train"] + rows.shards_per_split["test"]
+    to_shards = events.map_batches(training_rows.user_rows, batch_size=None, batch_format="pyarrow",
+                                   fn_kwargs={"options": rows})
+    if rows.feature_time == "event":
+        queries = events.map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
+                                     fn_kwargs={"options": rows})
+        item_rows = (
+            events.map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow")
+            .union(queries)
+            .repartition(parallelism, keys=["item_id"])
+            .map_batches(training_rows.item_rows, batch_size=None, batch_format="pyarrow",
+                         fn_kwargs={"windows": rows.windows, "catalog": catalog,
+                                    "user_first_seen": user_first_seen(events), "output": rows.shard_shuffle_schema})
+        )
+        to_shards = to_shards.union(item_rows)
     written = (
-        events.map_batches(examples.label_examples, batch_size=None, batch_format="pyarrow",
-                           fn_kwargs=example_kwargs)
-        .map_batches(examples.assign_shards, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"shards_per_split": shards_per_split, "seed": seed})
-        .repartition(total, keys=["split", "_shard"])
+        to_shards.repartition(total, keys=["split", "_shard"])
         .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"out": writer.out, "options": writer.options, **features_by_key})
+                     fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side})
     )
     meta = collect(written)
     log.debug("examples and shards:\n%s", written.stats())

@@ -12,8 +12,10 @@ import posixpath
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys_ray import schemas
 from recsys_ray.io import storage
 
 MANIFEST_NAME = "manifest.json"
@@ -100,6 +102,10 @@ class Manifest(_Model):
         if self.uri is None:
             raise ValueError("the manifest's location is unknown")
         return [_under(self.uri, shard.path) for shard in self.shards.get(split, [])]
+
+    def training_schema(self) -> pa.Schema:
+        """The Arrow schema of the version's shards (from the build's window and history options)."""
+        return schemas.training_schema(tuple(self.config.get("windows", ())), int(self.config.get("history", 0)))
 
     def file_uri(self, relative: str) -> str:
         """URI of a file of the version, given relative to the version root."""

@@ -8,8 +8,6 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow.compute as pc
-
 from recsys_ray import __version__, schemas
 from recsys_ray.build import dataflow
 from recsys_ray.build.manifest import Column, Counts, Manifest
@@ -19,7 +17,7 @@ from recsys_ray.build.writer import ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEA
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io.formats import InputError
 from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
-from recsys_ray.stages import features
+from recsys_ray.stages import training_rows
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +94,27 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         cutoff_us = dataflow.find_cutoff(events, b.test_fraction, b.cutoff, events_count, b.split_strategy)
 
     with timer.stage("features"):
-        user_features = dataflow.user_features(events, cutoff_us, b, writer, USER_FEATURES_DIR)
-        user_count = user_features.count()
+        train_users = dataflow.user_features(events, cutoff_us, b, writer, USER_FEATURES_DIR)
         summed = dataflow.sum_item_partials(events, cutoff_us, b)
-        item_feature_table = features.item_features(summed.filter(pc.greater(summed.column("total"), 0)),
-                                                    user_count)
-        writer.write_table(ITEM_FEATURES_FILE, item_feature_table)
 
     with timer.stage("catalog"):
         catalog, counts["items"] = dataflow.read_catalog(plan.items, vcfg, plan.options, writer)
         candidates = dataflow.negative_candidates(catalog, summed, b)
+        item_side = training_rows.item_side_at_cutoff(summed, train_users, catalog, b.windows)
+        writer.write_table(ITEM_FEATURES_FILE, training_rows.item_feature_table(item_side))
+        del summed
 
     with timer.stage("examples_and_shards"):
-        example_kwargs = {
-            "cutoff_us": cutoff_us,
-            "strategy": b.split_strategy,
-            "positive_types": tuple(b.positive_types),
-            "candidates": candidates,
-            "negatives": b.negatives,
-            "seed": b.seed,
-        }
         positives = dataflow.positive_counts(events, cutoff_us, b)
         # Each positive brings at most K negatives, so this bounds the rows per split.
         shards_per_split = {s: dataflow.shard_count(positives.get(s, 0) * (1 + b.negatives), b)
                             for s in ("train", "test")}
-        features_by_key = {"user_features": user_features.to_arrow_refs(), "item_features": item_feature_table}
-        shard_rows, label_counts = dataflow.write_examples(events, example_kwargs, features_by_key,
-                                                           shards_per_split, writer, b.seed)
+        rows = training_rows.RowOptions(
+            cutoff_us=cutoff_us, strategy=b.split_strategy, positive_types=tuple(b.positive_types),
+            candidates=candidates, negatives=b.negatives, seed=b.seed, shards_per_split=shards_per_split,
+            feature_time=b.feature_time, windows=b.windows, history=b.history)
+        shard_rows, label_counts = dataflow.write_examples(
+            events, rows, None if b.feature_time == "event" else item_side, catalog, writer, parallelism)
     for name in ("train", "test"):
         counts[f"{name}_positives"] = label_counts.get((name, 1), 0)
         counts[f"{name}_negatives"] = label_counts.get((name, 0), 0)
@@ -148,6 +140,6 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         shards=shard_rows,
         features={"users": USER_FEATURES_DIR, "items": ITEM_FEATURES_FILE},
         quarantine=QUARANTINE_DIR,
-        columns=[Column(name=f.name, type=str(f.type)) for f in schemas.TRAINING],
+        columns=[Column(name=f.name, type=str(f.type)) for f in schemas.training_schema(b.windows, b.history)],
         timings_s=timer.seconds,
     )

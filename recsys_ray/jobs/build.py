@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--test-fraction", type=float, help="share of events at or after the cutoff (default 0.1)")
     opt.add_argument("--cutoff", help="explicit ISO-8601 cutoff instead of --test-fraction")
     opt.add_argument("--parallelism", type=int, help="blocks per stage (default: automatic)")
+    feat = parser.add_argument_group("features")
+    feat.add_argument("--feature-time", choices=["event", "cutoff"],
+                      help="event (default): each row's features from events strictly before its own time; "
+                      "cutoff: every row gets the features as of the cutoff")
+    feat.add_argument("--windows", help="comma-separated windows for user_events_{N}d / item_events_{N}d "
+                      "(default 7d,30d; empty for none)")
+    feat.add_argument("--history", type=int, help="the user's last N events as history lists (default 20; 0: none)")
     parser.add_argument("--address", help="Ray address (default: the current cluster, or a new local one)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no progress bars or stage lines)")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
@@ -67,6 +74,9 @@ def config_from_args(args: argparse.Namespace):
         "test_fraction": args.test_fraction,
         "cutoff": args.cutoff,
         "parallelism": args.parallelism,
+        "feature_time": args.feature_time,
+        "windows": args.windows,
+        "history": args.history,
     }
     return RecsysConfig.load(args.config, storage={"root": args.root}, build=build)
 

@@ -10,7 +10,6 @@ result is the same whatever the parallelism or worker count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import hashing, schemas
-from recsys_ray.stages.features import feature_positions, join_features, user_features
-from recsys_ray.stages.split import split_events, timestamp_micros, train_events
+from recsys_ray.stages.split import split_events, timestamp_micros
 
 _SHARD_SALT = 0x5EED5A17
 _FALLBACK_SALT = 1 << 40
@@ -222,7 +220,7 @@ def label_examples(
 
     `events` are valid, de-duplicated events. Columns: user_id, item_id, split,
     timestamp, label (float32). Kept narrow so that shuffling rows into shards
-    moves as little as possible; `finish_shard_chunks` joins the features.
+    moves as little as possible; `training_rows` adds the feature columns.
     """
     if events.num_rows == 0:
         return _LABELLED.empty_table()
@@ -233,37 +231,6 @@ def label_examples(
         positives.append_column("label", pa.array(np.ones(positives.num_rows, np.float32))).cast(_LABELLED),
         sampled.append_column("label", pa.array(np.zeros(sampled.num_rows, np.float32))).cast(_LABELLED),
     ])
-
-
-def with_features(rows: pa.Table, users: pa.Table, items: pa.Table,
-                  positions: tuple[pa.Array, pa.Array] | None = None) -> pa.Table:
-    """Labelled rows joined with user and item features, as `schemas.TRAINING`
-    (`positions` as for `join_features`)."""
-    return join_features(rows, users, items, positions).select(schemas.TRAINING.names).cast(schemas.TRAINING)
-
-
-def build_examples(
-    events: pa.Table,
-    *,
-    cutoff_us: int,
-    strategy: str,
-    positive_types: tuple[str, ...],
-    candidates: Candidates,
-    item_features: pa.Table,
-    negatives: int,
-    seed: int,
-) -> pa.Table:
-    """Labelled, feature-joined rows for a batch holding whole users (`schemas.TRAINING`).
-
-    The one-batch composition of `label_examples` and `with_features`, with the
-    batch's own training-window user features.
-    """
-    if events.num_rows == 0:
-        return schemas.TRAINING.empty_table()
-    rows = label_examples(events, cutoff_us=cutoff_us, strategy=strategy, positive_types=positive_types,
-                          candidates=candidates, negatives=negatives, seed=seed)
-    users = user_features(train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
-    return with_features(rows, users, item_features)
 
 
 def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -> pa.Table:
@@ -300,29 +267,6 @@ def shard_groups(rows: pa.Table):
                                         keys.column("_shard_count").to_pylist()):
         yield split_name, shard, ordered.slice(start, count)
         start += count
-
-
-SHARD_CHUNK_ROWS = 262_144
-
-
-def finish_shard_chunks(rows: pa.Table, users: pa.Table, items: pa.Table,
-                        chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """One shard's labelled rows (with `_shard`/`_order`) in their final order, joined
-    with user and item features, as consecutive `schemas.TRAINING` tables of at most
-    `chunk_rows` rows.
-
-    Feature rows are looked up once for the shard and joined a slice at a time,
-    so a writer never holds the whole wide shard: with ~30 feature columns it
-    is several times the size of the narrow rows. Always yields at least one
-    table (empty for an empty shard), so the schema reaches the writer.
-    """
-    ordered = order_shard(rows)
-    user_rows = feature_positions(ordered.column("user_id"), users, "user_id")
-    item_rows = feature_positions(ordered.column("item_id"), items, "item_id")
-    for start in range(0, max(ordered.num_rows, 1), chunk_rows):
-        length = min(chunk_rows, ordered.num_rows - start)
-        yield with_features(ordered.slice(start, length), users, items,
-                            positions=(user_rows.slice(start, length), item_rows.slice(start, length)))
 
 
 def order_shard(rows: pa.Table) -> pa.Table:

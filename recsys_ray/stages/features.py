@@ -93,13 +93,14 @@ def item_partials(train_events: pa.Table) -> pa.Table:
 
 
 def sum_item_partials(partials: pa.Table) -> pa.Table:
-    """Combine partials of the same item (from different batches) by summing."""
+    """Combine partials of the same item (from different batches) by summing every
+    column but item_id (`ITEM_PARTIALS`, and any further counts the caller added)."""
     if partials.num_rows == 0:
-        return ITEM_PARTIALS.empty_table()
-    value_columns = [c for c in ITEM_PARTIALS.names if c != "item_id"]
+        return partials.schema.empty_table() if partials.num_columns else ITEM_PARTIALS.empty_table()
+    value_columns = [c for c in partials.column_names if c != "item_id"]
     summed = partials.group_by("item_id", use_threads=False).aggregate([(c, "sum") for c in value_columns])
     return summed.rename_columns(["item_id" if c == "item_id" else c.removesuffix("_sum")
-                                  for c in summed.column_names]).select(ITEM_PARTIALS.names)
+                                  for c in summed.column_names]).select(partials.column_names)
 
 
 def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
@@ -128,30 +129,6 @@ def feature_positions(keys: pa.Array | pa.ChunkedArray, features: pa.Table, key:
     """Row of `features` (one row per `key`) for each of `keys`; null for a cold key."""
     values = features.column(key)
     return pc.index_in(keys, value_set=values.combine_chunks() if values.num_chunks != 1 else values.chunk(0))
-
-
-def join_features(rows: pa.Table, users: pa.Table, items: pa.Table,
-                  positions: tuple[pa.Array, pa.Array] | None = None) -> pa.Table:
-    """Left-join user and item features onto rows; cold users and items get nulls.
-
-    Feature tables hold one row per key, so a lookup by position is the left
-    join. `positions` (user rows, item rows, from `feature_positions`) may be
-    given when the caller joins slices of one larger table.
-    """
-    if positions is None:
-        positions = (feature_positions(rows.column("user_id"), users, "user_id"),
-                     feature_positions(rows.column("item_id"), items, "item_id"))
-    for features, key, position in ((users, "user_id", positions[0]), (items, "item_id", positions[1])):
-        looked_up = features.drop_columns([key]).take(position)
-        for name in looked_up.column_names:
-            rows = rows.append_column(name, looked_up.column(name))
-    return rows
-
-
-def user_features_for_partition(events: pa.Table, cutoff_us: int, strategy: str,
-                                positive_types: tuple[str, ...]) -> pa.Table:
-    """User features of a batch holding whole users' events (every split): training window only."""
-    return user_features(train_events(events, cutoff_us, strategy, positive_types), cutoff_us)
 
 
 def item_partials_for_partition(events: pa.Table, cutoff_us: int, strategy: str,

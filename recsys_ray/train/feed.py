@@ -4,7 +4,7 @@
 Ray Datasets over exactly the shards it lists (a directory may also hold files
 of an unfinished or abandoned build; the manifest is the commit point). Nothing
 is copied or collected on the driver: Ray Data streams the Parquet shards to
-the trainers. Every split has the `schemas.TRAINING` schema, even when empty.
+the trainers. Every split has the version's training schema, even when empty.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pyarrow as pa
 import ray.data
 from ray.train import DataConfig
 
-from recsys_ray import schemas
 from recsys_ray.build.manifest import read_manifest
 from recsys_ray.config import StorageConfig
 from recsys_ray.io import storage
@@ -32,7 +31,8 @@ def training_datasets(manifest_uri: str, storage_config: StorageConfig | None = 
     options = storage.StorageOptions.from_config(storage_config)
     manifest = read_manifest(manifest_uri, options)
     uris = {split: manifest.shard_uris(split) for split in SPLITS}
-    schema = schemas.TRAINING if columns is None else pa.schema([schemas.TRAINING.field(c) for c in columns])
+    full = manifest.training_schema()
+    schema = full if columns is None else pa.schema([full.field(c) for c in columns])
     datasets = {}
     for split, split_uris in uris.items():
         if not split_uris:

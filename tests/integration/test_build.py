@@ -160,19 +160,130 @@ def test_features_match_a_reference_and_come_from_the_training_window(built):
     assert np.allclose(items.item_ctr.astype(float), ctr, equal_nan=True)
 
 
-def test_rows_carry_joined_features(built):
-    events, manifest, out, *_ = built
-    train = read_split(out, manifest, "train")
-    assert list(train.columns) == schemas.TRAINING.names
+@pytest.fixture(scope="module")
+def built_at_cutoff(built, ray_session, tmp_path_factory):
+    _, _, _, inter, items = built
+    out = tmp_path_factory.mktemp("build-cutoff") / "out"
+    return build(ray_session, out, interactions=inter, items=items, seed=7, shards=3, feature_time="cutoff"), out
+
+
+def test_cutoff_mode_rows_carry_the_feature_tables(built_at_cutoff):
+    manifest, out = built_at_cutoff
+    assert manifest.config["feature_time"] == "cutoff"
+    rows = pd.concat([read_split(out, manifest, "train"), read_split(out, manifest, "test")])
+    assert list(rows.columns) == schemas.TRAINING.names
     users = pq.read_table(out / "features" / "users").to_pandas().set_index("user_id")
-    sample = train.drop_duplicates("user_id").head(10)
-    for _, row in sample.iterrows():
-        assert row.user_total_interactions == users.loc[row.user_id, "user_total_interactions"]
-    # shards are shuffled: every shard mixes many users, and rows are not grouped by user
+    items = pq.read_table(out / "features" / "items.parquet").to_pandas().set_index("item_id")
+    user_cols = [c for c in users.columns]
+    item_cols = [c for c in items.columns]
+    known_users = rows[rows.user_id.isin(users.index)]
+    assert len(known_users) > 0.8 * len(rows)
+    for _, row in known_users.sample(200, random_state=1).iterrows():
+        expected = users.loc[row.user_id]
+        for name in user_cols:
+            if name.startswith("history_"):
+                assert list(row[name]) == list(expected[name]), name
+            elif pd.isna(expected[name]):
+                assert pd.isna(row[name]), name
+            else:
+                assert row[name] == expected[name], name
+    for _, row in rows[rows.item_id.isin(items.index)].sample(200, random_state=2).iterrows():
+        expected = items.loc[row.item_id]
+        for name in item_cols:
+            assert (pd.isna(row[name]) and pd.isna(expected[name])) or row[name] == expected[name], name
+
+
+def test_rows_are_shuffled_across_shards(built):
+    _, manifest, out, *_ = built
+    # every shard mixes many users, and rows are not grouped by user
     for shard in manifest.shards["train"]:
         frame = pq.read_table(out / shard.path).to_pandas()
         assert frame.user_id.nunique() > 10
         assert (frame.user_id != frame.user_id.shift()).mean() > 0.5
+
+
+def recompute_row(e: pd.DataFrame, catalog: pd.DataFrame, row) -> dict:
+    """A row's features recomputed from the raw events strictly before its time."""
+    t = row.timestamp.timestamp()
+    before = e[e.timestamp < t]
+    mine = before[before.user_id == row.user_id].sort_values(["timestamp", "item_id", "interaction_type"])
+    item = before[before.item_id == row.item_id]
+    views, clicks = (item.interaction_type == "view").sum(), (item.interaction_type == "click").sum()
+    return {
+        "user_total_interactions": len(mine),
+        "user_unique_items": mine.item_id.nunique(),
+        "user_n_click": (mine.interaction_type == "click").sum(),
+        "user_days_active": (mine.timestamp // 86400).nunique(),
+        "user_events_7d": (mine.timestamp >= t - 7 * 86400).sum(),
+        "user_events_30d": (mine.timestamp >= t - 30 * 86400).sum(),
+        "history_item_ids": list(mine.item_id[-20:]),
+        "history_interaction_types": list(mine.interaction_type[-20:]),
+        "item_total_interactions": len(item),
+        "item_unique_users": item.user_id.nunique(),
+        "item_n_view": views,
+        "item_ctr": clicks / views if views else None,
+        "item_popularity": item.user_id.nunique() / before.user_id.nunique() if len(before) else None,
+        "item_events_7d": (item.timestamp >= t - 7 * 86400).sum(),
+        "item_price": catalog.price.get(row.item_id),
+    }
+
+
+def test_event_mode_rows_equal_a_recomputation_from_the_raw_events(built):
+    events, manifest, out, _, items = built
+    assert manifest.config["feature_time"] == "event"
+    e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
+    catalog = pd.read_csv(items).set_index("item_id")
+    rows = pd.concat([read_split(out, manifest, "train"), read_split(out, manifest, "test")])
+    for _, row in rows.sample(300, random_state=5).iterrows():
+        for name, value in recompute_row(e, catalog, row).items():
+            got = row[name]
+            if isinstance(value, list):
+                assert list(got) == value, name
+            elif value is None:
+                assert pd.isna(got), name
+            else:
+                assert got == pytest.approx(value, rel=1e-12), (name, got, value)
+
+
+def test_events_at_or_after_a_rows_time_change_nothing_in_that_row(built, ray_session, tmp_path):
+    events, manifest, out, _, items = built
+    rows = read_split(out, manifest, "train")
+    cutoff = manifest.cutoff.isoformat()
+    # Plant, for some rows' users and items, views of items they already saw at exactly the row's
+    # time and a second later: no positive and no seen set changes, only what comes at or after t.
+    chosen = rows[rows.label == 1].sample(15, random_state=3)
+    seen = events.groupby("user_id").item_id.first()
+    planted = []
+    for _, row in chosen.iterrows():
+        t = int(row.timestamp.timestamp())
+        # a user who used the item before t: their first event, and so every users-before count, stays
+        earlier = events[(events.item_id == row.item_id) & (events.timestamp < t)].user_id
+        for dt in (0, 1):
+            planted.append((row.user_id, seen[row.user_id], "view", t + dt, np.nan))
+            if len(earlier):
+                planted.append((earlier.iloc[0], row.item_id, "view", t + dt, np.nan))
+    more = pd.concat([events, pd.DataFrame(planted, columns=events.columns)], ignore_index=True)
+    inter_b, _ = write_inputs(tmp_path / "b", more)
+    before = build(ray_session, tmp_path / "a", interactions=built[3], items=items, seed=7, shards=3, cutoff=cutoff)
+    after = build(ray_session, tmp_path / "b-out", interactions=inter_b, items=items, seed=7, shards=3,
+                  cutoff=cutoff)
+    key = ["user_id", "item_id", "split", "label", "timestamp"]
+    a = pd.concat([read_split(tmp_path / "a", before, s) for s in ("train", "test")]).set_index(key).sort_index()
+    b = pd.concat([read_split(tmp_path / "b-out", after, s) for s in ("train", "test")]).set_index(key).sort_index()
+    assert a.index.equals(b.index)
+    touched = {p[0] for p in planted} | {p[1] for p in planted}
+    changed = 0
+    for (user, item, split, label, ts), row in a.iterrows():
+        if user not in touched and item not in touched:
+            continue
+        other = b.loc[(user, item, split, label, ts)]
+        times = [p[3] for p in planted if p[0] == user or p[1] == item]
+        same = all(np.array_equal(row[c], other[c]) if isinstance(row[c], np.ndarray)
+                   else (pd.isna(row[c]) and pd.isna(other[c])) or row[c] == other[c] for c in a.columns)
+        if ts.timestamp() <= min(times):
+            assert same, (user, item, ts)
+        changed += not same
+    assert changed > 0, "rows after the planted events see them"
 
 
 def test_identical_output_at_two_parallelisms(built, ray_session, tmp_path):

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from recsys_ray import schemas
-from recsys_ray.stages import examples, features
+from recsys_ray.stages import examples
 from recsys_ray.stages.split import assign_split
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
@@ -303,101 +303,7 @@ def test_sample_negatives_on_random_data():
             assert len(set(drawn)) == len(drawn)
 
 
-# build_examples and count_positives
-
-
-def item_features_of(table):
-    train = with_split(table)
-    train = train.filter(pc.equal(train["split"], "train"))
-    users = len(set(train["user_id"].to_pylist()))
-    return features.item_features(features.sum_item_partials(features.item_partials(train)), users)
-
-
-def build(table, strategy="time", negatives=3, seed=42):
-    return examples.build_examples(
-        table, cutoff_us=CUTOFF_US, strategy=strategy, positive_types=POSITIVE, candidates=UNIFORM,
-        item_features=item_features_of(table), negatives=negatives, seed=seed)
-
-
-def test_build_examples_schema_and_labels():
-    result = build(EVENTS)
-    assert result.schema == schemas.TRAINING
-    assert result.column_names == schemas.TRAINING.names
-    labels = result["label"].to_pylist()
-    assert set(labels) == {0.0, 1.0}
-    positives = result.filter(pc.equal(result["label"], 1.0))
-    assert rows_of(positives) == rows_of(positives_of(EVENTS))
-    negatives = result.filter(pc.equal(result["label"], 0.0))
-    assert rows_of(negatives) == rows_of(examples.sample_negatives(positives_of(EVENTS), EVENTS, UNIFORM, 3, 42))
-    assert negatives.num_rows == 3 * 7 + 2  # u0, u1: 2 positives each; u2: 3; u4: 2 of 3; u5: none
-
-
-def test_build_examples_negatives_carry_their_positive_timestamp_and_split():
-    result = build(EVENTS).to_pylist()
-    positive_keys = Counter((r["user_id"], r["split"], r["timestamp"]) for r in result if r["label"] == 1.0)
-    negative_keys = Counter((r["user_id"], r["split"], r["timestamp"]) for r in result if r["label"] == 0.0)
-    assert set(negative_keys) <= set(positive_keys)
-    assert negative_keys[("u1", "test", at(12))] == 3
-    assert negative_keys[("u2", "train", at(4))] == 3
-    assert negative_keys[("u4", "train", at(7))] == 2
-    for r in result:
-        assert r["split"] == ("test" if r["timestamp"] >= at(CUTOFF_MIN) else "train")
-
-
-def test_build_examples_joins_training_window_features():
-    result = build(EVENTS).to_pylist()
-    u0 = [r for r in result if r["user_id"] == "u0"]
-    # u0's training window: view i00, click i01, purchase i01, view zz (the like at the cutoff is test).
-    assert {r["user_total_interactions"] for r in u0} == {4}
-    assert {r["user_n_like"] for r in u0} == {0}
-    assert {r["user_last_ts"] for r in u0} == {at(5)}
-    assert [r["user_recency_days"] for r in u0] == [pytest.approx(5 / (24 * 60))] * len(u0)
-    i06 = [r for r in result if r["item_id"] == "i06" and r["label"] == 1.0]
-    assert {r["item_n_purchase"] for r in i06} == {1} and {r["item_n_click"] for r in i06} == {0}
-    # i18 and i19 are only negatives of u4; their one training event is u5's view.
-    rare = [r for r in result if r["item_id"] in ("i18", "i19")]
-    assert rare and all(r["item_total_interactions"] == 1 and r["item_n_view"] == 1 for r in rare)
-
-
-def test_build_examples_user_with_only_test_events_is_cold():
-    table = events([("late", "i01", "click", 15), ("early", "i02", "click", 1)])
-    result = build(table, negatives=1).to_pylist()
-    late = [r for r in result if r["user_id"] == "late"]
-    assert len(late) == 2 and all(r["split"] == "test" for r in late)
-    assert all(r["user_total_interactions"] is None and r["user_days_active"] is None for r in late)
-    early = [r for r in result if r["user_id"] == "early"]
-    assert all(r["user_total_interactions"] == 1 for r in early)
-
-
-def test_build_examples_leave_last_out():
-    result = build(EVENTS, strategy="leave_last_out", negatives=2)
-    assert result.schema == schemas.TRAINING
-    positives = {(r["user_id"], r["item_id"], r["split"]) for r in result.to_pylist() if r["label"] == 1.0}
-    assert positives == {
-        ("u0", "i01", "train"), ("u0", "i02", "test"),
-        ("u1", "i03", "train"), ("u1", "i04", "test"),
-        ("u2", "i06", "train"), ("u2", "i07", "train"), ("u2", "i06", "test"),
-        ("u4", "i00", "train"),   # a single positive: stays in training
-        ("u5", "i10", "train"),
-    }
-
-
-def test_build_examples_of_empty_batch():
-    result = build(EVENTS).slice(0, 0)
-    empty = examples.build_examples(
-        EVENTS.slice(0, 0), cutoff_us=CUTOFF_US, strategy="time", positive_types=POSITIVE, candidates=UNIFORM,
-        item_features=schemas.ITEM_FEATURES.empty_table(), negatives=3, seed=1)
-    assert empty.schema == schemas.TRAINING == result.schema
-    assert empty.num_rows == 0
-
-
-@pytest.mark.parametrize("strategy", ["time", "leave_last_out"])
-def test_count_positives_matches_build_examples(strategy):
-    counts = examples.count_positives(EVENTS, cutoff_us=CUTOFF_US, strategy=strategy, positive_types=POSITIVE)
-    assert counts.schema == pa.schema([("split", pa.string()), ("positives", pa.int64())])
-    built = build(EVENTS, strategy=strategy)
-    expected = Counter(r["split"] for r in built.to_pylist() if r["label"] == 1.0)
-    assert dict(zip(counts["split"].to_pylist(), counts["positives"].to_pylist())) == expected
+# count_positives
 
 
 def test_count_positives_exact():
@@ -406,27 +312,6 @@ def test_count_positives_exact():
     empty = examples.count_positives(EVENTS.slice(0, 0), cutoff_us=CUTOFF_US, strategy="time",
                                      positive_types=POSITIVE)
     assert empty.num_rows == 0 and empty.column_names == ["split", "positives"]
-
-
-def test_labelled_rows_shuffled_into_shards_then_finished_equal_build_examples():
-    """The build's path (narrow rows -> shards -> features joined per shard) gives
-    the same rows as joining features in one batch."""
-    one_batch = build(EVENTS)
-    rows = examples.label_examples(EVENTS, cutoff_us=CUTOFF_US, strategy="time", positive_types=POSITIVE,
-                                   candidates=UNIFORM, negatives=3, seed=42)
-    assert rows.column_names == ["user_id", "item_id", "split", "timestamp", "label"]
-    train = with_split(EVENTS)
-    users = features.user_features(train.filter(pc.equal(train["split"], "train")), CUTOFF_US)
-    sharded = examples.assign_shards(rows, {"train": 2, "test": 1}, seed=42)
-    parts = []
-    for split_name, shard in {(r["split"], r["_shard"]) for r in sharded.select(["split", "_shard"]).to_pylist()}:
-        part = sharded.filter(pc.and_(pc.equal(sharded["split"], split_name), pc.equal(sharded["_shard"], shard)))
-        finished = pa.concat_tables(examples.finish_shard_chunks(part, users, item_features_of(EVENTS)))
-        assert finished.schema == schemas.TRAINING
-        parts.append(finished)
-    together = pa.concat_tables(parts)
-    key = [(n, "ascending") for n in ("split", "user_id", "item_id", "label", "timestamp")]
-    assert together.sort_by(key).equals(one_batch.sort_by(key))
 
 
 # assign_shards and order_shard
@@ -512,25 +397,3 @@ def test_shard_groups_cover_every_row_once_by_split_and_shard():
               examples.shard_groups(rows)]
     assert groups == [("test", 0, [1.0, 0.0]), ("train", 0, [1.0]), ("train", 1, [0.0, 1.0])]
     assert list(examples.shard_groups(rows.slice(0, 0))) == []
-
-
-
-def test_finish_shard_chunks_join_slices_to_the_whole_shard():
-    rows = examples.label_examples(EVENTS, cutoff_us=CUTOFF_US, strategy="time", positive_types=POSITIVE,
-                                   candidates=UNIFORM, negatives=3, seed=42)
-    sharded = examples.assign_shards(rows, {"train": 1, "test": 1}, seed=42)
-    part = sharded.filter(pc.equal(sharded["split"], "train"))
-    train = with_split(EVENTS)
-    users = features.user_features(train.filter(pc.equal(train["split"], "train")), CUTOFF_US)
-    items = item_features_of(EVENTS)
-    whole = examples.with_features(examples.order_shard(part), users, items)
-    chunks = list(examples.finish_shard_chunks(part, users, items, chunk_rows=7))
-    assert [c.num_rows for c in chunks] == [7] * (part.num_rows // 7) + ([part.num_rows % 7] if part.num_rows % 7
-                                                                          else [])
-    assert all(c.schema == schemas.TRAINING for c in chunks)
-    assert pa.concat_tables(chunks).equals(whole)
-    assert pa.concat_tables(examples.finish_shard_chunks(part, users, items)).equals(whole)
-    # cold keys still get nulls in a slice that starts mid-shard
-    assert pa.concat_tables(chunks)["user_total_interactions"].null_count == whole["user_total_interactions"].null_count
-    empty = list(examples.finish_shard_chunks(part.slice(0, 0), users, items))
-    assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == schemas.TRAINING

@@ -22,6 +22,10 @@ def training_rows(n: int = 5) -> pa.Table:
             columns[field.name] = pa.array([f"{field.name[0]}{i % 3}" for i in range(n)])
         elif field.name == "split":
             columns[field.name] = pa.array(["train"] * n)
+        elif pa.types.is_list(field.type):
+            columns[field.name] = pa.array([["i0"]] * n, field.type)
+        elif pa.types.is_string(field.type):
+            columns[field.name] = pa.array([f"v{i}" for i in range(n)])
         elif pa.types.is_timestamp(field.type):
             columns[field.name] = pa.array(np.arange(n) * 1_000_000, field.type)
         else:

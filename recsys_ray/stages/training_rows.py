@@ -1,0 +1,308 @@
+"""Training rows: labelled rows with the user and item columns of `schemas.training_schema`.
+
+A row is made where its user's events are (a batch of whole users): label,
+negatives, shard, and the user columns, computed there. Its item columns come
+from where the item's events are:
+
+- feature time "event": `item_queries` names the (item, time) pairs the rows
+  need; a batch of whole items' events and those queries gives `item_rows`,
+  each item's features as of each queried time, tagged with the shard that
+  needs it; the shard writer joins them by (item_id, timestamp);
+- feature time "cutoff": one frozen table of each item's features as of the
+  cutoff (`item_side_at_cutoff`), joined by item_id.
+
+`finish_shard_chunks` puts one shard's rows in their final order with every
+column. `one_batch_rows` composes all of it over a single batch holding the
+whole snapshot: the reference the distributed build must equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ray import schemas
+from recsys_ray.stages import asof, features
+from recsys_ray.stages.examples import Candidates, assign_shards, label_examples, order_shard, shard_groups
+from recsys_ray.stages.split import timestamp_micros, train_events
+
+EVENT_COLUMNS = ("user_id", "item_id", "interaction_type", "timestamp", "rating")
+SHARD_KEYS = pa.schema([pa.field("_shard", pa.int32()), pa.field("_order", pa.int64())])
+ITEM_QUERY = pa.schema([pa.field("item_id", pa.string()), pa.field("timestamp", schemas.TIMESTAMP),
+                        pa.field("split", pa.string()), pa.field("_shard", pa.int32())])
+# A Ray Data shuffle needs one schema for all its blocks: events and item queries travel to
+# the item batches as `ITEM_SHUFFLE` rows, each with the other kind's columns null.
+ITEM_SHUFFLE = pa.schema([*ITEM_QUERY, *[schemas.INTERACTIONS.field(n).with_nullable(True)
+                                          for n in EVENT_COLUMNS if n not in ITEM_QUERY.names]])
+SHARD_CHUNK_ROWS = 262_144
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """Everything a batch needs to make its rows; one frozen value for the whole build."""
+
+    cutoff_us: int
+    strategy: str
+    positive_types: tuple[str, ...]
+    candidates: Candidates
+    negatives: int
+    seed: int
+    shards_per_split: dict[str, int] = field(default_factory=lambda: {"train": 1, "test": 1})
+    feature_time: str = "event"
+    windows: tuple[int, ...] = (7, 30)
+    history: int = 20
+
+    @property
+    def split_kwargs(self) -> dict:
+        return {"cutoff_us": self.cutoff_us, "strategy": self.strategy, "positive_types": self.positive_types}
+
+    @property
+    def schema(self) -> pa.Schema:
+        return schemas.training_schema(self.windows, self.history)
+
+    @property
+    def user_rows_schema(self) -> pa.Schema:
+        return pa.schema([*schemas.ROW_KEYS, *SHARD_KEYS, *schemas.user_row_features(self.windows, self.history)])
+
+    @property
+    def item_rows_schema(self) -> pa.Schema:
+        return pa.schema([*ITEM_QUERY, *schemas.item_row_features(self.windows)])
+
+    @property
+    def shard_shuffle_schema(self) -> pa.Schema:
+        """What reaches the shard writers: user rows, and in event mode item rows, each
+        with the other kind's columns null (a shuffle needs one schema)."""
+        if self.feature_time != "event":
+            return self.user_rows_schema
+        return pa.schema([*self.user_rows_schema, *schemas.item_row_features(self.windows)])
+
+
+def padded(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` as `schema`: its own columns, every other column of `schema` null."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _labelled(events: pa.Table, options: RowOptions) -> pa.Table:
+    rows = label_examples(events, candidates=options.candidates, negatives=options.negatives, seed=options.seed,
+                          **options.split_kwargs)
+    return assign_shards(rows, options.shards_per_split, options.seed)
+
+
+def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, positive_types: tuple[str, ...],
+                            windows: tuple[int, ...] = (7, 30), history: int = 20) -> pa.Table:
+    """One row per user with training events: `features.user_features`, then the window
+    counts and history as of the cutoff, from the training window only (`features/users`)."""
+    train = train_events(events, cutoff_us, strategy, positive_types)
+    base = features.user_features(train, cutoff_us)
+    extra = schemas.user_row_features(windows, history).names[len(schemas.USER_FEATURES) - 1:]
+    if not extra:
+        return base
+    at_cutoff = pa.table({"user_id": base.column("user_id"),
+                          "timestamp": pa.array(np.full(base.num_rows, cutoff_us), pa.timestamp("us"))
+                          .cast(schemas.TIMESTAMP)})
+    more = asof.user_features_as_of(train.select(list(EVENT_COLUMNS)), at_cutoff, windows_days=windows,
+                                    history=history)
+    for name in extra:
+        base = base.append_column(more.schema.field(name), more.column(name))
+    return base
+
+
+def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
+    """Labelled rows of a batch holding whole users (every event, every split), with their
+    shard keys and user columns (`RowOptions.shard_shuffle_schema`: item columns null)."""
+    if events.num_rows == 0:
+        return options.shard_shuffle_schema.empty_table()
+    rows = _labelled(events, options)
+    if options.feature_time == "event":
+        user = asof.user_features_as_of(events.select(list(EVENT_COLUMNS)), rows.select(["user_id", "timestamp"]),
+                                        windows_days=options.windows, history=options.history)
+    else:
+        per_user = user_features_at_cutoff(events, windows=options.windows, history=options.history,
+                                           **options.split_kwargs)
+        positions = features.feature_positions(rows.column("user_id"), per_user, "user_id")
+        user = per_user.drop_columns(["user_id"]).take(positions)
+    for name in user.column_names:
+        rows = rows.append_column(user.schema.field(name), user.column(name))
+    return padded(rows, options.shard_shuffle_schema)
+
+
+def item_queries(events: pa.Table, options: RowOptions) -> pa.Table:
+    """The distinct (item_id, timestamp, split, _shard) of a batch's rows: the item features
+    as of each row's time that each shard needs (feature time "event"), as `ITEM_SHUFFLE`."""
+    if events.num_rows == 0:
+        return ITEM_SHUFFLE.empty_table()
+    rows = _labelled(events, options).select(ITEM_QUERY.names)
+    distinct = rows.group_by(ITEM_QUERY.names, use_threads=False).aggregate([])
+    return padded(distinct, ITEM_SHUFFLE)
+
+
+def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
+              user_first_seen: np.ndarray, output: pa.Schema | None = None) -> pa.Table:
+    """Item columns as of each queried time, for a batch holding whole items.
+
+    `batch` holds events (`EVENT_COLUMNS`; `_shard` null or absent) and
+    `ITEM_QUERY` rows (`_shard` set) of the same items, as a shuffle by item
+    delivers them. `user_first_seen` is every user's first event time in
+    microseconds, sorted: a query's `users_before` is how many lie before its
+    time. Returns `ITEM_QUERY` columns and `schemas.item_row_features(windows)`,
+    padded to `output` if given (the shard shuffle's schema).
+    """
+    schema = pa.schema([*ITEM_QUERY, *schemas.item_row_features(windows)])
+    if output is not None:
+        return padded(item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen), output)
+    if "_shard" not in batch.column_names or batch.num_rows == 0:
+        return schema.empty_table()
+    is_query = pc.is_valid(batch.column("_shard"))
+    queries = batch.filter(is_query).select(ITEM_QUERY.names).cast(ITEM_QUERY)
+    if queries.num_rows == 0:
+        return schema.empty_table()
+    queries = queries.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
+    events = batch.filter(pc.invert(is_query)).select(list(EVENT_COLUMNS))
+    users_before = asof.count_before(user_first_seen, timestamp_micros(queries))
+    item = asof.item_features_as_of(events, queries.append_column("users_before", pa.array(users_before)),
+                                    windows_days=windows, catalog=catalog)
+    for name in item.column_names:
+        queries = queries.append_column(item.schema.field(name), item.column(name))
+    return queries.select(schema.names).cast(schema)
+
+
+def item_events(events: pa.Table) -> pa.Table:
+    """The event columns the item side needs (a batch's events, any partitioning), as `ITEM_SHUFFLE`."""
+    return padded(events.select(list(EVENT_COLUMNS)), ITEM_SHUFFLE)
+
+
+def item_window_counts(train: pa.Table, cutoff_us: int, windows: tuple[int, ...]) -> pa.Table:
+    """Per item: training events in [cutoff − N days, cutoff) for each window (`item_events_{N}d`)."""
+    names = schemas.window_columns("item", windows)
+    if train.num_rows == 0:
+        return pa.table({"item_id": pa.array([], pa.string()), **{n: pa.array([], pa.int64()) for n in names}})
+    ts = timestamp_micros(train)
+    table = pa.table({"item_id": train.column("item_id"),
+                      **{name: pa.array((ts >= cutoff_us - days * features.MICROS_PER_DAY).astype(np.int64))
+                         for name, days in zip(names, windows)}})
+    summed = table.group_by("item_id", use_threads=False).aggregate([(n, "sum") for n in names])
+    return summed.rename_columns([c.removesuffix("_sum") for c in summed.column_names])
+
+
+def item_partials_for_partition(events: pa.Table, *, cutoff_us: int, strategy: str,
+                                positive_types: tuple[str, ...], windows: tuple[int, ...] = ()) -> pa.Table:
+    """`features.item_partials_for_partition` plus each item's window counts as of the cutoff."""
+    partials = features.item_partials_for_partition(events, cutoff_us, strategy, positive_types)
+    if not windows:
+        return partials
+    counts = item_window_counts(train_events(events, cutoff_us, strategy, positive_types), cutoff_us, windows)
+    positions = features.feature_positions(partials.column("item_id"), counts, "item_id")
+    for name in counts.column_names[1:]:
+        partials = partials.append_column(name, pc.fill_null(counts.column(name).take(positions), 0))
+    return partials
+
+
+def item_side_at_cutoff(summed_partials: pa.Table, train_users: int, catalog: pa.Table | None,
+                        windows: tuple[int, ...]) -> pa.Table:
+    """One row per known item (of the snapshot or the catalog): item_id and
+    `schemas.item_row_features(windows)` as of the cutoff; features null for an
+    item without training events."""
+    trained = summed_partials.filter(pc.greater(summed_partials.column("total"), 0))
+    table = features.item_features(trained, train_users)
+    for name in schemas.window_columns("item", windows):
+        table = table.append_column(name, trained.sort_by("item_id").column(name))
+    known = summed_partials.column("item_id").chunks
+    if catalog is not None:
+        known += catalog.column("item_id").chunks
+    ids = pc.unique(pa.chunked_array(known, pa.string()))
+    ids = pc.take(ids, pc.sort_indices(ids))
+    positions = features.feature_positions(ids, table, "item_id")
+    columns = table.drop_columns(["item_id"]).take(positions)
+    attributes = features.catalog_attributes(catalog, ids)
+    schema = pa.schema([pa.field("item_id", pa.string()), *schemas.item_row_features(windows)])
+    merged = pa.table({"item_id": ids, **{n: columns.column(n) for n in columns.column_names},
+                       **{n: attributes.column(n) for n in attributes.column_names}})
+    return merged.select(schema.names).cast(schema)
+
+
+def item_feature_table(item_side: pa.Table) -> pa.Table:
+    """`features/items.parquet`: the items with training events, their features as of the cutoff."""
+    return item_side.filter(pc.is_valid(item_side.column("item_total_interactions"))).drop_columns(
+        list(schemas.CATALOG_ATTRIBUTES.names))
+
+
+def split_shard_batch(batch: pa.Table, options: RowOptions) -> tuple[pa.Table, pa.Table | None]:
+    """A shard writer's batch as the shuffle delivers it: (user rows, item rows or None).
+
+    In event mode the shuffle carries both kinds (user rows have `_order`, item
+    rows do not), each with the other's columns filled with nulls.
+    """
+    if options.feature_time != "event":
+        return batch.select(options.user_rows_schema.names).cast(options.user_rows_schema), None
+    is_row = pc.is_valid(batch.column("_order"))
+    rows = batch.filter(is_row).select(options.user_rows_schema.names).cast(options.user_rows_schema)
+    items = batch.filter(pc.invert(is_row)).select(options.item_rows_schema.names).cast(options.item_rows_schema)
+    return rows, items
+
+
+def item_positions(rows: pa.Table, item_side: pa.Table, by_time: bool) -> pa.Array:
+    """Row of `item_side` for each row: by (item_id, timestamp) when `by_time`, else by item_id."""
+    if not by_time:
+        return features.feature_positions(rows.column("item_id"), item_side, "item_id")
+    left = pa.table({"item_id": rows.column("item_id"), "timestamp": rows.column("timestamp"),
+                     "_row": pa.array(np.arange(rows.num_rows, dtype=np.int64))})
+    right = pa.table({"item_id": item_side.column("item_id"), "timestamp": item_side.column("timestamp"),
+                      "_at": pa.array(np.arange(item_side.num_rows, dtype=np.int64))})
+    joined = left.join(right, ["item_id", "timestamp"], join_type="left outer", use_threads=False)
+    if joined.num_rows != rows.num_rows:
+        raise ValueError("item rows repeat an (item_id, timestamp) of the shard")
+    at = np.empty(rows.num_rows, dtype=np.int64)
+    at[joined.column("_row").to_numpy()] = pc.fill_null(joined.column("_at"), -1).to_numpy()
+    return pa.array(at, mask=at < 0)
+
+
+def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions,
+                        chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
+    """One shard's user rows (with `_shard`/`_order`) in their final order, with the item
+    columns joined, as consecutive `options.schema` tables of at most `chunk_rows` rows.
+
+    Item columns are looked up once for the shard and joined a slice at a time,
+    so a writer never holds the whole wide shard. Always yields at least one
+    table (empty for an empty shard), so the schema reaches the writer.
+    """
+    schema = options.schema
+    ordered = order_shard(rows)
+    positions = item_positions(ordered, item_side, by_time=options.feature_time == "event")
+    item_columns = schemas.item_row_features(options.windows).names
+    for start in range(0, max(ordered.num_rows, 1), chunk_rows):
+        length = min(chunk_rows, ordered.num_rows - start)
+        chunk = ordered.slice(start, length)
+        looked_up = item_side.select(item_columns).take(positions.slice(start, length))
+        for name in item_columns:
+            chunk = chunk.append_column(looked_up.schema.field(name), looked_up.column(name))
+        yield chunk.select(schema.names).cast(schema)
+
+
+def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptions) -> pa.Table:
+    """Every training row of a snapshot held in one batch (all events of every user and item),
+    sorted by split, shard and shard order: what the distributed build writes, concatenated."""
+    users = user_rows(events, options)
+    if options.feature_time == "event":
+        first_seen = np.sort(timestamp_micros(asof.user_first_seen(events).rename_columns(["user_id", "timestamp"])))
+        item_side = item_rows(pa.concat_tables([item_events(events), item_queries(events, options)]),
+                              windows=options.windows, catalog=catalog, user_first_seen=first_seen)
+    else:
+        partials = item_partials_for_partition(events, windows=options.windows, **options.split_kwargs)
+        train_users = len(pc.unique(train_events(events, **options.split_kwargs).column("user_id")))
+        item_side = item_side_at_cutoff(features.sum_item_partials(partials), train_users, catalog, options.windows)
+    users = split_shard_batch(users, options)[0]
+    parts = []
+    for _, _, shard in shard_groups(users):
+        shard_items = item_side
+        if options.feature_time == "event":
+            first = shard.slice(0, 1).to_pylist()[0]
+            shard_items = item_side.filter(pc.and_(pc.equal(item_side.column("split"), first["split"]),
+                                                   pc.equal(item_side.column("_shard"), first["_shard"])))
+        parts.extend(finish_shard_chunks(shard, shard_items, options))
+    return pa.concat_tables(parts) if parts else options.schema.empty_table()
