@@ -1,5 +1,10 @@
 """Synthetic recommender data: a catalog and Zipf-skewed interactions, optionally dirty.
 
+Users fall into latent taste groups (`TasteModel`) whose events lean toward a
+few categories and brands and drift over the window, so a model that learns
+who likes what beats popularity; `taste_groups=0` draws items independently
+of users, exactly as before taste groups existed.
+
 Everything is vectorized NumPy/Arrow and handed out in chunks of
 `SyntheticConfig.chunk_rows` rows, so tens of millions of interactions need
 only one chunk's worth of memory at a time. Rows are drawn in fixed blocks of
@@ -111,6 +116,13 @@ class SyntheticConfig(BaseModel):
         default=None, ge=0.0, lt=1.0, description="Exact duplicate rows; default half of dirty_fraction"
     )
     max_id_length: int = Field(default=128, ge=1, description="The validator's id limit, exceeded on purpose")
+    taste_groups: int = Field(default=30, ge=0, le=1000,
+                              description="Latent user groups with preferred categories and brands; "
+                                          "0: users and items independent")
+    taste_strength: float = Field(default=16.0, ge=1.0, le=1000.0,
+                                  description="Weight factor of a preferred category, and of a preferred brand")
+    taste_drift: float = Field(default=1.0, ge=0.0, le=1.0,
+                               description="Share of a group's events that use its late tastes at the window's end")
     chunk_rows: int = Field(default=1 << 20, ge=1, description="Rows per write; does not change the data")
 
     @field_validator("end")
@@ -193,12 +205,26 @@ def item_chunks(cfg: SyntheticConfig) -> Iterator[pa.Table]:
         yield generate_items(cfg, lo, hi)
 
 
+def _attribute_codes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An items block's category and brand codes: the first draws of its stream."""
+    return rng.integers(0, len(CATEGORIES), n), rng.integers(0, len(BRANDS), n)
+
+
+def catalog_codes(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Category and brand code (positions in `CATEGORIES`, `BRANDS`) of every item, as in the catalog."""
+    parts = []
+    for block in _block_range(0, cfg.items):
+        lo, hi = _block_bounds(block, cfg.items)
+        parts.append(_attribute_codes(_rng(cfg, _ITEMS_STREAM, block), hi - lo))
+    return (np.concatenate([c for c, _ in parts]).astype(np.int64),
+            np.concatenate([b for _, b in parts]).astype(np.int64))
+
+
 def _items_block(cfg: SyntheticConfig, block: int) -> pa.Table:
     rng = _rng(cfg, _ITEMS_STREAM, block)
     lo, hi = _block_bounds(block, cfg.items)
     n = hi - lo
-    category = rng.integers(0, len(CATEGORIES), n)
-    brand = rng.integers(0, len(BRANDS), n)
+    category, brand = _attribute_codes(rng, n)
     adjective = rng.integers(0, len(ADJECTIVES), n)
     noun_choice = rng.integers(0, 4, n)
     median = np.asarray(CATEGORY_PRICE)[category]
@@ -228,6 +254,140 @@ def _items_block(cfg: SyntheticConfig, block: int) -> pa.Table:
 # --- interactions ---------------------------------------------------------------------------
 
 
+CATEGORIES_PER_GROUP = 2
+BRANDS_PER_GROUP = 3
+_CELLS = len(CATEGORIES) * len(BRANDS)
+_GUIDED_STEPS = 4
+
+
+@dataclass(frozen=True)
+class GuidedDraw:
+    """Exact weighted draws from many small discrete distributions at once, O(1) expected per draw.
+
+    Distribution g owns entries bounds[g]..bounds[g + 1] of the flat arrays;
+    `cdf` holds g + the cumulative share of each entry in it, and `guide`
+    (one slot per entry, Chen's guide table) the first entry whose cdf exceeds
+    g + slot / size, so a draw reads its slot and steps right past a couple
+    of entries at most on average. Entries of weight 0 are never drawn.
+    """
+
+    cdf: np.ndarray
+    guide: np.ndarray
+    bounds: np.ndarray
+    last: np.ndarray  # last entry of positive weight of each distribution
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, bounds: np.ndarray) -> "GuidedDraw":
+        weights = np.asarray(weights, dtype=np.float64)
+        sizes = np.diff(bounds)
+        group = np.repeat(np.arange(len(sizes)), sizes)
+        cumulative = np.cumsum(weights)
+        before = np.concatenate([[0.0], cumulative])[bounds]
+        totals = before[1:] - before[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cdf = group + (cumulative - before[:-1][group]) / totals[group]
+        slot = np.arange(len(weights)) - bounds[:-1][group]
+        guide = np.searchsorted(cdf, group + slot / np.maximum(sizes[group], 1), side="right")
+        positive = np.flatnonzero(weights > 0)
+        last = positive[np.maximum(np.searchsorted(positive, bounds[1:], side="left") - 1, 0)]
+        return cls(cdf, np.minimum(guide, np.maximum(bounds[1:][group] - 1, 0)), np.asarray(bounds), last)
+
+    def draw(self, group: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """Flat index of one draw from distribution `group[j]` with uniform `uniforms[j]`."""
+        start = self.bounds[group]
+        size = self.bounds[group + 1] - start
+        target = group + uniforms
+        at = self.guide[start + np.minimum((uniforms * size).astype(np.int64), size - 1)]
+        last = self.last[group]
+        pending = np.flatnonzero((self.cdf[at] <= target) & (at < last))
+        for _ in range(_GUIDED_STEPS):
+            if len(pending) == 0:
+                break
+            at[pending] += 1
+            pending = pending[(self.cdf[at[pending]] <= target[pending]) & (at[pending] < last[pending])]
+        if len(pending):  # the few still short of their entry: a binary search
+            at[pending] = np.searchsorted(self.cdf, target[pending], side="right")
+        return np.minimum(at, last)
+
+
+@dataclass(frozen=True)
+class TasteModel:
+    """Latent taste groups: which items a user's events go to, and how that drifts.
+
+    Every user belongs to one of `groups` groups. A group has two profiles,
+    early and late, each a set of `CATEGORIES_PER_GROUP` preferred categories
+    and `BRANDS_PER_GROUP` preferred brands; the late one is one slot further
+    along seeded cycles of the categories and of the brands, so it keeps all
+    but one of each. An event at window fraction f in [0, 1) uses the late
+    profile with probability `drift` * f. Under a profile, item i is drawn with
+    probability proportional to w_i * s^[category(i) preferred] *
+    s^[brand(i) preferred], with w_i = (popularity rank of i + 1)^-item_skew and
+    s = `strength`: the global Zipf popularity, tilted toward the profile's
+    categories and brands (with s = 1 every user follows the global law). The
+    draw picks a (category, brand) cell, then an item within it.
+    """
+
+    groups: int
+    strength: float
+    drift: float
+    group_of_user: np.ndarray          # (users,) group of each user index
+    categories: np.ndarray             # (groups, 2, CATEGORIES_PER_GROUP) category codes; [:, 0] early, [:, 1] late
+    brands: np.ndarray                 # (groups, 2, BRANDS_PER_GROUP) brand codes
+    item_category: np.ndarray          # (items,) category code of each item index
+    item_brand: np.ndarray             # (items,) brand code of each item index
+    item_weight: np.ndarray            # (items,) w_i
+    cells: GuidedDraw = field(repr=False)          # per profile (2 * group + late): P(cell)
+    cell_items: GuidedDraw = field(repr=False)     # per cell: P(item | cell) = w_i / sum of the cell's w
+    items_by_cell: np.ndarray = field(repr=False)  # item index of each cell_items entry
+
+    @classmethod
+    def from_config(cls, cfg: SyntheticConfig, item_of_rank: np.ndarray, rng: np.random.Generator) -> "TasteModel":
+        groups = cfg.taste_groups
+        group_of_user = rng.integers(0, groups, cfg.users).astype(np.int16 if groups < 2**15 else np.int32)
+        category_cycle = rng.permutation(len(CATEGORIES))
+        brand_cycle = rng.permutation(len(BRANDS))
+        slot = np.arange(groups)[:, None, None]
+        late = np.arange(2)[None, :, None]
+        categories = category_cycle[(slot * CATEGORIES_PER_GROUP + late
+                                     + np.arange(CATEGORIES_PER_GROUP)) % len(CATEGORIES)]
+        brands = brand_cycle[(slot * BRANDS_PER_GROUP + late + np.arange(BRANDS_PER_GROUP)) % len(BRANDS)]
+
+        item_category, item_brand = catalog_codes(cfg)
+        rank_of_item = np.empty(cfg.items, dtype=np.int64)
+        rank_of_item[item_of_rank] = np.arange(cfg.items)
+        item_weight = np.power(rank_of_item + 1.0, -cfg.item_skew)
+        cell = item_category * len(BRANDS) + item_brand
+        items_by_cell = np.lexsort((rank_of_item, cell))
+        cell_bounds = np.searchsorted(cell[items_by_cell], np.arange(_CELLS + 1))
+        cell_items = GuidedDraw.from_weights(item_weight[items_by_cell], cell_bounds)
+
+        cell_weight = np.bincount(cell, weights=item_weight, minlength=_CELLS)
+        cell_category, cell_brand = np.divmod(np.arange(_CELLS), len(BRANDS))
+        preferred_category = (cell_category[None, :, None] == categories.reshape(groups * 2, 1, -1)).any(axis=2)
+        preferred_brand = (cell_brand[None, :, None] == brands.reshape(groups * 2, 1, -1)).any(axis=2)
+        preference = (cell_weight[None, :] * np.where(preferred_category, cfg.taste_strength, 1.0)
+                      * np.where(preferred_brand, cfg.taste_strength, 1.0))
+        cells = GuidedDraw.from_weights(preference.ravel(), np.arange(groups * 2 + 1) * _CELLS)
+        return cls(groups, cfg.taste_strength, cfg.taste_drift, group_of_user, categories, brands,
+                   item_category, item_brand, item_weight, cells, cell_items, items_by_cell.astype(np.int64))
+
+    def late_profile(self, window_fraction: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """Whether each event (at this fraction of the window) uses its group's late profile."""
+        return uniforms < self.drift * window_fraction
+
+    def items(self, users: np.ndarray, late: np.ndarray, cell_uniforms: np.ndarray,
+              item_uniforms: np.ndarray) -> np.ndarray:
+        """Item index of each event of `users` under their group's early or late profile."""
+        profile = 2 * self.group_of_user[users].astype(np.int64) + late
+        cell = self.cells.draw(profile, cell_uniforms) - profile * _CELLS
+        return self.items_by_cell[self.cell_items.draw(cell, item_uniforms)]
+
+
+def taste_model(cfg: SyntheticConfig) -> TasteModel | None:
+    """The taste groups behind `cfg`'s interactions (None without groups)."""
+    return _Population(cfg).tastes
+
+
 class _Population:
     """Who acts and on what: Zipf ranks mapped to ids by a seeded shuffle, so the
     most active user and the most popular item are not simply the first ids."""
@@ -244,6 +404,8 @@ class _Population:
         self.type_cdf = np.cumsum([TYPE_MIX[t] for t in schemas.INTERACTION_TYPES])
         self.type_cdf /= self.type_cdf[-1]
         self.rating_cdf = np.cumsum(RATING_WEIGHTS) / RATING_WEIGHTS.sum()
+        # Drawn after the permutations, so that without taste groups the stream is as it always was.
+        self.tastes = TasteModel.from_config(cfg, self.item_of_rank, rng) if cfg.taste_groups else None
         self._vocabulary: dict[str, pa.Array] = {}
 
     def users(self, uniforms: np.ndarray) -> np.ndarray:
@@ -302,7 +464,7 @@ def _interactions_block(cfg: SyntheticConfig, population: _Population, block: in
     lo, hi = _block_bounds(block, cfg.interactions)
     n = hi - lo
     users = population.users(rng.random(n))
-    items = population.items(rng.random(n))
+    item_uniforms = rng.random(n)
     types = _draw(population.type_cdf, rng.random(n))
 
     # This block's share of the window, so that the whole log is in time order.
@@ -316,6 +478,12 @@ def _interactions_block(cfg: SyntheticConfig, population: _Population, block: in
     rated_codes = [schemas.INTERACTION_TYPES.index(t) for t in RATED_TYPES]
     rated = np.isin(types, rated_codes) & (rng.random(n) < RATED_SHARE)
     stars = (_draw(population.rating_cdf, rng.random(n)) + 1).astype(np.float64)
+    if population.tastes is None:
+        items = population.items(item_uniforms)
+    else:
+        # Drawn last, so that the draws above are those of the generator without taste groups.
+        late = population.tastes.late_profile((millis - start_ms) / max(span_ms, 1), rng.random(n))
+        items = population.tastes.items(users, late, rng.random(n), item_uniforms)
 
     return pa.table(
         {

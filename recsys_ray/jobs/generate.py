@@ -32,7 +32,9 @@ from recsys_ray.io.formats import FORMATS
 HELP = (
     "Write synthetic interactions and a catalog to OUT/interactions.<ext> and OUT/items.<ext>: "
     "Zipf-skewed users and items, type mix view 50%, click 25%, like 12%, purchase 8%, "
-    "add_to_cart 5%, over 90 days. The rows depend only on --seed and the sizes, not on the "
+    "add_to_cart 5%, over 90 days. Users fall into --taste-groups latent groups that prefer some "
+    "categories and brands, drifting over the window, so a model can beat popularity. "
+    "The rows depend only on --seed and the sizes, not on the "
     "format or --chunk-rows. With --dirty-fraction, "
     "that share of interactions is invalid (one rejection reason each) and timestamps and "
     "ratings are written as text."
@@ -64,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duplicate-fraction", type=float, metavar="F",
                         help="share of interactions overwritten by exact copies of others "
                         "(default half of --dirty-fraction)")
+    parser.add_argument("--taste-groups", type=int, metavar="G", default=defaults.taste_groups,
+                        help="latent user groups with preferred categories and brands; 0 draws users "
+                        "and items independently, as before taste groups (default %(default)s)")
+    parser.add_argument("--taste-strength", type=float, metavar="S", default=defaults.taste_strength,
+                        help="weight factor of a group's preferred categories, and of its brands "
+                        "(default %(default)s)")
+    parser.add_argument("--taste-drift", type=float, metavar="D", default=defaults.taste_drift,
+                        help="share of a group's events that follow its late tastes at the end of "
+                        "the window (default %(default)s)")
     parser.add_argument("--chunk-rows", type=int, metavar="N", default=defaults.chunk_rows,
                         help="rows generated and written at a time (default %(default)s)")
     parser.add_argument("--config", metavar="FILE", help="YAML config file (storage endpoint, validation limits)")
@@ -232,6 +243,7 @@ def main(args: argparse.Namespace) -> int:
             user_skew=args.user_skew, item_skew=args.item_skew, end=args.end, days=args.days,
             dirty_fraction=args.dirty_fraction, duplicate_fraction=args.duplicate_fraction,
             max_id_length=recsys.validation.max_id_length, chunk_rows=args.chunk_rows,
+            taste_groups=args.taste_groups, taste_strength=args.taste_strength, taste_drift=args.taste_drift,
         )
     except (ValidationError, ValueError, OSError) as exc:
         print(f"error: invalid arguments: {exc}", file=sys.stderr)

@@ -211,3 +211,126 @@ def test_config_rejects_nonsense():
         synthetic.SyntheticConfig(dirty_fraction=1.0)
     naive = synthetic.SyntheticConfig(end=datetime(2026, 1, 1))
     assert naive.end.tzinfo is not None
+
+
+def _fingerprint(table: pa.Table) -> str:
+    import hashlib
+
+    values = (table.column("user_id").to_pylist() + table.column("item_id").to_pylist()
+              + table.column("interaction_type").to_pylist()
+              + table.column("timestamp").cast(pa.int64()).to_pylist() + table.column("rating").to_pylist())
+    return hashlib.sha256("|".join(map(str, values)).encode()).hexdigest()
+
+
+def test_without_taste_groups_the_rows_are_those_of_the_earlier_generator():
+    # The digest of SMALL's rows as generated before taste groups existed.
+    independent = SMALL.model_copy(update={"taste_groups": 0})
+    assert synthetic.taste_model(independent) is None
+    assert _fingerprint(synthetic.generate_interactions(independent)) == (
+        "ccecac7bda82be8c6adabdfbfa919e543b632587c300625ba97ab53e79dee869")
+    assert _fingerprint(synthetic.generate_interactions(SMALL)) != _fingerprint(
+        synthetic.generate_interactions(independent))
+
+
+def _events_with_groups(cfg):
+    table = synthetic.generate_interactions(cfg)
+    tastes = synthetic.taste_model(cfg)
+    users, items = (pc.cast(pc.utf8_slice_codeunits(table.column(name), 1), pa.int64()).to_numpy()
+                    for name in ("user_id", "item_id"))
+    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
+    start = int(cfg.start.timestamp() * 1000)
+    fraction = (millis - start) / ((cfg.end - cfg.start).total_seconds() * 1000)
+    return tastes, tastes.group_of_user[users], items, fraction
+
+
+def _share_in(values, preferred_sets, groups):
+    return (values[:, None] == preferred_sets[groups]).any(axis=1).mean()
+
+
+def test_taste_model_follows_the_catalog_and_the_seed():
+    tastes = synthetic.taste_model(SMALL)
+    catalog = synthetic.generate_items(SMALL)
+    assert [synthetic.CATEGORIES[c] for c in tastes.item_category] == catalog.column("category").to_pylist()
+    assert [synthetic.BRANDS[b] for b in tastes.item_brand] == catalog.column("brand").to_pylist()
+    assert tastes.groups == 30 and set(np.unique(tastes.group_of_user)) == set(range(30))
+    assert tastes.categories.shape == (30, 2, synthetic.CATEGORIES_PER_GROUP)
+    assert tastes.brands.shape == (30, 2, synthetic.BRANDS_PER_GROUP)
+    # The late profile keeps all but one preferred category and brand.
+    for group in range(30):
+        assert len(set(tastes.categories[group, 0]) & set(tastes.categories[group, 1])) == 1
+        assert len(set(tastes.brands[group, 0]) & set(tastes.brands[group, 1])) == 2
+    # 30 groups prefer every category (early and late) 5 times and every brand 6 times.
+    for profile in (0, 1):
+        assert set(np.bincount(tastes.categories[:, profile].ravel(), minlength=12)) == {5}
+        assert set(np.bincount(tastes.brands[:, profile].ravel(), minlength=15)) == {6}
+    again = synthetic.taste_model(SMALL)
+    assert np.array_equal(again.group_of_user, tastes.group_of_user)
+    assert np.array_equal(again.categories, tastes.categories)
+    other = synthetic.taste_model(SMALL.model_copy(update={"seed": 8}))
+    assert not np.array_equal(other.group_of_user, tastes.group_of_user)
+
+
+def test_groups_prefer_their_categories_and_brands():
+    cfg = synthetic.SyntheticConfig(users=2_000, items=3_000, interactions=200_000, seed=5)
+    tastes, groups, items, fraction = _events_with_groups(cfg)
+    early = fraction < 0.25  # mostly the early profile
+    categories = tastes.item_category[items[early]]
+    brands = tastes.item_brand[items[early]]
+    own = _share_in(categories, tastes.categories[:, 0], groups[early])
+    others = _share_in(categories, tastes.categories[:, 0], (groups[early] + 3) % tastes.groups)  # disjoint categories
+    assert own > 0.45 and others < 0.25, (own, others)  # 2 of 12 categories: 0.17 without tastes
+    assert _share_in(brands, tastes.brands[:, 0], groups[early]) > 0.45  # 3 of 15 brands: 0.2
+
+    flat = cfg.model_copy(update={"taste_strength": 1.0})
+    tastes, groups, items, fraction = _events_with_groups(flat)
+    share = _share_in(tastes.item_category[items], tastes.categories[:, 0], groups)
+    assert share < 0.25, "with strength 1 every group follows the global law"
+
+
+def test_tastes_drift_to_the_late_profile():
+    cfg = synthetic.SyntheticConfig(users=2_000, items=3_000, interactions=200_000, seed=6)
+    tastes, groups, items, fraction = _events_with_groups(cfg)
+    early, late = ([set(tastes.categories[g, p]) for g in range(tastes.groups)] for p in (0, 1))
+    late_only = np.array([sorted(b - a) for a, b in zip(early, late)])
+    early_only = np.array([sorted(a - b) for a, b in zip(early, late)])
+    category = tastes.item_category[items]
+    first, last = fraction < 0.2, fraction >= 0.8
+
+    def share(preferred, rows):
+        return _share_in(category[rows], preferred, groups[rows])
+
+    assert share(late_only, last) > 2 * share(late_only, first)
+    assert share(early_only, first) > 2 * share(early_only, last)
+    still = cfg.model_copy(update={"taste_drift": 0.0})
+    tastes, groups, items, fraction = _events_with_groups(still)
+    category = tastes.item_category[items]
+    last = fraction >= 0.8
+    assert _share_in(category[last], late_only, groups[last]) < 0.15, "no drift: the late profile is never used"
+
+
+def test_guided_draw_is_the_inverse_cdf():
+    rng = np.random.default_rng(1)
+    sizes = np.array([1, 5, 0, 40, 3, 200])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    weights = rng.pareto(1.0, bounds[-1]) * (rng.random(bounds[-1]) < 0.8)  # heavy tail, some zeros
+    weights[bounds[:-1][sizes > 0]] = 1.0  # every non-empty distribution has some weight
+    draw = synthetic.GuidedDraw.from_weights(weights, bounds)
+    groups = np.repeat(np.flatnonzero(sizes > 0), 1_000)
+    uniforms = rng.random(len(groups))
+    drawn = draw.draw(groups, uniforms)
+    for group, u, at in zip(groups.tolist(), uniforms.tolist(), drawn.tolist()):
+        w = weights[bounds[group]:bounds[group + 1]]
+        cumulative = np.cumsum(w) / w.sum()
+        expected = bounds[group] + min(int(np.searchsorted(cumulative, u, side="right")), len(w) - 1)
+        while weights[expected] == 0:  # past the last positive entry by rounding
+            expected -= 1
+        assert at == expected
+    assert (weights[drawn] > 0).all()
+
+
+@pytest.mark.parametrize("items, users, groups", [(1, 1, 30), (2, 3, 1), (7, 5, 1000)])
+def test_tastes_work_with_tiny_catalogs_and_many_groups(items, users, groups):
+    cfg = synthetic.SyntheticConfig(items=items, users=users, interactions=3_000, taste_groups=groups)
+    table = synthetic.generate_interactions(cfg)
+    assert set(table.column("item_id").to_pylist()) == set(synthetic.generate_items(cfg).column("item_id").to_pylist())
+    assert validate(table, "interactions", VCFG).rejected.num_rows == 0

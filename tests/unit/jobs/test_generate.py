@@ -136,3 +136,25 @@ def test_ndjson_lines_escape_text():
     assert [r["price"] for r in records] == [1.5, None, None, 3.0, 0.0, -2.0]
     assert [r["n"] for r in records] == [1, 2, None, 4, 5, 6]
     assert [r["flag"] for r in records] == [True, False, None, True, True, False]
+
+
+def test_taste_options_reach_the_generator(tmp_path, capsys):
+    code, out = run_generate(capsys, "--out", str(tmp_path / "a"), *SIZES, "--taste-groups", "3",
+                             "--taste-strength", "2.5", "--taste-drift", "0.5", "--json")
+    assert code == 0, out.err
+    config = json.loads(out.out)["config"]
+    assert (config["taste_groups"], config["taste_strength"], config["taste_drift"]) == (3, 2.5, 0.5)
+    expected = synthetic.generate_interactions(synthetic.SyntheticConfig(
+        users=300, items=200, interactions=2000, seed=9, taste_groups=3, taste_strength=2.5, taste_drift=0.5))
+    assert pq.read_table(tmp_path / "a" / "interactions.parquet").equals(expected)
+    assert run_generate(capsys, "--out", str(tmp_path / "b"), *SIZES, "--taste-groups", "0")[0] == 0
+    independent = pq.read_table(tmp_path / "b" / "interactions.parquet")
+    assert independent.equals(synthetic.generate_interactions(synthetic.SyntheticConfig(
+        users=300, items=200, interactions=2000, seed=9, taste_groups=0)))
+    assert not independent.equals(expected)
+
+
+@pytest.mark.parametrize("bad", [["--taste-groups", "-1"], ["--taste-strength", "0.5"], ["--taste-drift", "2"]])
+def test_invalid_taste_options_exit_2(tmp_path, capsys, bad):
+    code, out = run_generate(capsys, "--out", str(tmp_path), *bad)
+    assert code == 2 and "error" in out.err

@@ -1,0 +1,183 @@
+"""Vocabularies: categorical values to dense int32 indices, counted on the training window.
+
+Index 0 is padding and null, index 1 is out-of-vocabulary (a value not counted
+in the training window, or counted fewer than `min_frequency` times), and the
+kept values take indices from 2 in order of count descending, then value
+ascending (Arrow's string order: UTF-8 bytes). Counts are training-window
+events; for an item attribute (category, brand) they are the training-window
+events of items that have that attribute in the catalog.
+
+Counting is exact across batches: `vocab_partials` counts one batch's events,
+`combine_vocab_partials` sums the counts of the same value, so any partition of
+the events gives the same vocabularies. A vocabulary table stores only the kept
+values (rows for the reserved indices 0 and 1 are not stored); its cardinality,
+what an embedding table needs, is `vocabulary_cardinality` = rows + 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PADDING_INDEX = 0
+OOV_INDEX = 1
+RESERVED_INDICES = 2
+
+EVENT_COLUMNS: tuple[str, ...] = ("user_id", "item_id")
+ATTRIBUTE_COLUMNS: tuple[str, ...] = ("item_category", "item_brand")
+VOCABULARY_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, *ATTRIBUTE_COLUMNS)
+# Catalog column each item attribute comes from.
+CATALOG_ATTRIBUTES: dict[str, str] = {"item_category": "category", "item_brand": "brand"}
+
+VOCAB_PARTIALS = pa.schema([
+    pa.field("column", pa.string()),
+    pa.field("value", pa.string()),
+    pa.field("count", pa.int64()),
+])
+VOCABULARY = pa.schema([
+    pa.field("value", pa.string()),
+    pa.field("index", pa.int32()),
+    pa.field("count", pa.int64()),
+])
+
+
+def item_attributes(catalog: pa.Table | None) -> pa.Table:
+    """The catalog as the attribute lookup of `vocab_partials`: item_id, item_category, item_brand.
+
+    `catalog` holds one row per item (validated, de-duplicated); a missing
+    catalog or column gives null attributes, which are not counted.
+    """
+    fields = [pa.field("item_id", pa.string())] + [pa.field(c, pa.string()) for c in ATTRIBUTE_COLUMNS]
+    if catalog is None:
+        return pa.schema(fields).empty_table()
+    columns = {"item_id": catalog.column("item_id")}
+    for name, source in CATALOG_ATTRIBUTES.items():
+        columns[name] = (catalog.column(source) if source in catalog.column_names
+                         else pa.nulls(catalog.num_rows, pa.string()))
+    return pa.table(columns).cast(pa.schema(fields))
+
+
+def vocab_partials(train_events: pa.Table, attributes: pa.Table,
+                   columns: Sequence[str] = VOCABULARY_COLUMNS) -> pa.Table:
+    """Event counts per value of each of `columns` in this batch (`VOCAB_PARTIALS` rows).
+
+    `train_events` are training-window events (any partition of them: a batch
+    of whole users works); `attributes` (from `item_attributes`) is the same
+    catalog lookup for every batch. An event counts once for its user_id, its
+    item_id and each non-null attribute of its item; events of items outside
+    the catalog count for no attribute. Rows are sorted by (column, value).
+    """
+    unknown = [c for c in columns if c not in VOCABULARY_COLUMNS]
+    if unknown:
+        raise ValueError(f"no vocabulary for {unknown}; expected some of {list(VOCABULARY_COLUMNS)}")
+    parts = []
+    item_rows = None
+    for column in columns:
+        if column in EVENT_COLUMNS:
+            values = train_events.column(column)
+        else:
+            if item_rows is None:
+                item_rows = pc.index_in(train_events.column("item_id"),
+                                        value_set=_single_chunk(attributes.column("item_id")))
+            values = _single_chunk(attributes.column(column)).take(item_rows)
+        parts.append(_value_counts(column, values))
+    return combine_vocab_partials(parts)
+
+
+def combine_vocab_partials(partials: pa.Table | Iterable[pa.Table]) -> pa.Table:
+    """Sum the counts of each (column, value) over partials; rows sorted by (column, value)."""
+    table = partials if isinstance(partials, pa.Table) else pa.concat_tables(
+        [VOCAB_PARTIALS.empty_table(), *(p.select(VOCAB_PARTIALS.names).cast(VOCAB_PARTIALS) for p in partials)])
+    table = table.select(VOCAB_PARTIALS.names).cast(VOCAB_PARTIALS)
+    if table.num_rows == 0:
+        return VOCAB_PARTIALS.empty_table()
+    summed = table.group_by(["column", "value"], use_threads=False).aggregate([("count", "sum")])
+    return pa.table({"column": summed.column("column"), "value": summed.column("value"),
+                     "count": summed.column("count_sum")}, schema=VOCAB_PARTIALS).sort_by(
+        [("column", "ascending"), ("value", "ascending")])
+
+
+def column_counts(combined: pa.Table, column: str) -> pa.Table:
+    """The (value, count) rows of one column in combined partials."""
+    return combined.filter(pc.equal(combined.column("column"), column)).select(["value", "count"])
+
+
+def make_vocabulary(counts: pa.Table, min_frequency: int = 1) -> pa.Table:
+    """The vocabulary (`VOCABULARY`) of values counted `counts` (value, count; one row per value).
+
+    Values with count < `min_frequency` are left out (they look up as 1); the
+    rest get indices 2, 3, ... by count descending, then value ascending.
+    """
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+    table = counts.select(["value", "count"]).cast(pa.schema([VOCABULARY.field("value"), VOCABULARY.field("count")]))
+    table = table.filter(pc.and_(pc.is_valid(table.column("value")),
+                                 pc.greater_equal(table.column("count"), min_frequency)))
+    if pc.count_distinct(table.column("value")).as_py() != table.num_rows:
+        raise ValueError("counts must hold one row per value (combine partials first)")
+    table = table.sort_by([("count", "descending"), ("value", "ascending")])
+    index = pa.array(np.arange(RESERVED_INDICES, RESERVED_INDICES + table.num_rows, dtype=np.int32))
+    return pa.table({"value": table.column("value"), "index": index, "count": table.column("count")},
+                    schema=VOCABULARY)
+
+
+def vocabulary_cardinality(vocabulary: pa.Table) -> int:
+    """Size of an embedding table for the vocabulary: largest index + 1, reserved indices included."""
+    if vocabulary.num_rows == 0:
+        return RESERVED_INDICES
+    return int(pc.max(vocabulary.column("index")).as_py()) + 1
+
+
+def lookup_indices(values: pa.Array | pa.ChunkedArray, vocabulary: pa.Table) -> pa.Array:
+    """int32 index of each value: its vocabulary index, 0 for null, 1 for a value not in the vocabulary."""
+    values = _single_chunk(values)
+    if len(values) == 0:
+        return pa.array([], pa.int32())
+    position = pc.index_in(values, value_set=_single_chunk(vocabulary.column("value")))
+    found = _single_chunk(vocabulary.column("index")).take(position)
+    index = pc.fill_null(found, pa.scalar(OOV_INDEX, pa.int32()))
+    return pc.if_else(pc.is_null(values), pa.scalar(PADDING_INDEX, pa.int32()), index).cast(pa.int32())
+
+
+def lookup_list_indices(lists: pa.Array | pa.ChunkedArray, vocabulary: pa.Table) -> pa.Array:
+    """`lookup_indices` inside each list: list<string> to list<int32> (large_list stays large).
+
+    A null element becomes 0; a null list stays null; list lengths are kept.
+    Vectorised: the flattened values are looked up once and put back on the
+    original offsets.
+    """
+    lists = _single_chunk(lists)
+    large = pa.types.is_large_list(lists.type)
+    if not (large or pa.types.is_list(lists.type)):
+        raise TypeError(f"expected a list column, got {lists.type}")
+    offsets = lists.offsets.to_numpy()
+    # The values behind the offsets, null lists' included (flatten() would skip
+    # those), re-based to 0 for a sliced array.
+    values = lists.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    offsets = offsets - offsets[0]
+    flat = lookup_indices(values, vocabulary)
+    array_type = pa.LargeListArray if large else pa.ListArray
+    offset_type = pa.int64() if large else pa.int32()
+    mask = lists.is_null() if lists.null_count else None
+    return array_type.from_arrays(pa.array(offsets, offset_type), flat, mask=mask)
+
+
+def _value_counts(column: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    values = pc.drop_null(_single_chunk(values))
+    if len(values) == 0:
+        return VOCAB_PARTIALS.empty_table()
+    counts = pc.value_counts(values)
+    return pa.table({
+        "column": pa.repeat(pa.scalar(column, pa.string()), len(counts)),
+        "value": counts.field("values"),
+        "count": pc.cast(counts.field("counts"), pa.int64()),
+    }, schema=VOCAB_PARTIALS)
+
+
+def _single_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
