@@ -265,6 +265,17 @@ def _build(cfg: RecsysConfig) -> dict[str, Any]:
         "schema": [{"name": f.name, "type": str(f.type)} for f in schemas.TRAINING],
     }
     manifest["timings_s"] = timer.seconds
+    # ---- build report (recsys_ray.report): events per day and type, which only the build sees,
+    # to summaries/daily.parquet, then report.html; both before the manifest, the commit point.
+    from recsys_ray.report.collect import DAILY_SUMMARY, daily_counts_of
+    from recsys_ray.report.writer import BuildSummaries, write_report
+
+    with timer.stage("report"):
+        daily = daily_counts_of(events)
+        storage.write_table(storage.join(plan.out, DAILY_SUMMARY), daily, plan.options)
+        write_report(plan.out, manifest, plan.options, build_summaries=BuildSummaries(daily=daily),
+                     settings=cfg.report)
+    # ---- end build report
     storage.write_bytes(storage.join(plan.out, MANIFEST), json.dumps(manifest, indent=2).encode(), plan.options)
     manifest["uri"] = plan.out
     return manifest
