@@ -24,6 +24,10 @@ from recsys_ray.report import summaries as s
 from recsys_ray.train.feed import shard_uris
 
 DAILY_SUMMARY = "summaries/daily.parquet"
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written; the message says why in the user's terms."""
 UNIT_RESULT = pa.schema([("unit", pa.int64()), ("payload", pa.binary())])
 
 
@@ -83,6 +87,10 @@ def work_units(uri: str, manifest: dict[str, Any], options: storage.StorageOptio
     for entry in storage.list_files(storage.join(uri, features["users"]), options, suffixes=(".parquet",)):
         units.append({"kind": "users", "split": "", "uri": entry.uri, "limit": 0})
     units.append({"kind": "items", "split": "", "uri": storage.join(uri, features["items"]), "limit": 0})
+    missing = [u["uri"] for u in units if u["kind"] in ("sample", "items") and not storage.exists(u["uri"], options)]
+    if missing:
+        raise ReportError(f"the version at {uri} is incomplete: {', '.join(sorted(set(missing)))} "
+                          f"{'is' if len(set(missing)) == 1 else 'are'} missing")
     quarantine = storage.join(uri, manifest.get("quarantine") or "quarantine")
     for entry in storage.list_files(quarantine, options, suffixes=(".parquet",)):
         units.append({"kind": "quarantine", "split": "", "uri": entry.uri, "limit": settings.samples_per_reason})

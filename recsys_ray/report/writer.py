@@ -16,15 +16,11 @@ import pyarrow.fs as pafs
 from recsys_ray.config import ReportConfig
 from recsys_ray.io import storage
 from recsys_ray.report import summaries as s
-from recsys_ray.report.collect import summarize_version
+from recsys_ray.report.collect import ReportError, summarize_version
 from recsys_ray.report.html import render_page
 from recsys_ray.train.feed import MANIFEST_NAME, manifest_location
 
 REPORT_NAME = "report.html"
-
-
-class ReportError(RuntimeError):
-    """The report cannot be written; the message says why in the user's terms."""
 
 
 @dataclass(frozen=True)

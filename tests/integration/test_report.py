@@ -219,4 +219,5 @@ def test_report_command_on_an_incomplete_version_says_so(versions, tmp_path, cap
     (broken / manifest["shards"]["test"][0]["path"]).unlink()
     assert cli.main(["report", "--manifest", str(broken)]) == 1
     err = capsys.readouterr().err
-    assert "incomplete or unreadable" in err and "Traceback" not in err
+    assert f"error: the version at {broken} is incomplete" in err and "part-00000.parquet" in err
+    assert "Traceback" not in err
