@@ -28,7 +28,6 @@ DAILY_SUMMARY = "summaries/daily.parquet"
 
 class ReportError(RuntimeError):
     """The report cannot be written; the message says why in the user's terms."""
-UNIT_RESULT = pa.schema([("unit", pa.int64()), ("payload", pa.binary())])
 
 
 def summarize_version(uri: str, manifest: dict[str, Any], options: storage.StorageOptions, settings: ReportConfig,

@@ -8,6 +8,7 @@ pandas from the raw inputs or the version's files.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -172,6 +173,8 @@ def test_report_renders_offline_in_a_browser_with_the_manifest_numbers(versions,
     page = v["dir"] / "report.html"
     assert external_references(page.read_text()) == []
     png = screenshot(page, tmp_path / "report.png")
+    if os.environ.get("RECSYS_SCREENSHOT_DIR"):  # to look at the page after the run
+        shutil.copy(png, Path(os.environ["RECSYS_SCREENSHOT_DIR"]) / "report.png")
     image = np.asarray(Image.open(png).convert("RGB"))
     colours = np.unique(image.reshape(-1, 3), axis=0)
     background = np.all(image == image[0, 0], axis=2).mean()
