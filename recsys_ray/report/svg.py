@@ -120,6 +120,9 @@ def grouped(value: int | float) -> str:
 
 
 def percent(share: float, digits: int = 1) -> str:
+    """A share as a percentage; a share that rounds to 0 but is not 0 shows as "<0.1%"."""
+    if 0 < share < 0.5 * 10 ** -(digits + 2):
+        return f"<{10 ** -digits:g}%"
     return f"{share * 100:.{digits}f}%"
 
 
