@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "validate": "recsys_ray.jobs.validate_file",
     "serve": "recsys_ray.serve.cli",
     "consume": "recsys_ray.kafka.cli",
+    "report": "recsys_ray.jobs.report",
 }
 
 _SUMMARIES: dict[str, str] = {
@@ -26,6 +27,7 @@ _SUMMARIES: dict[str, str] = {
     "validate": "validate a file and print the report, writing nothing",
     "serve": "run the HTTP ingestion service on Ray Serve",
     "consume": "run the Kafka consumer on Ray",
+    "report": "write a version's report.html, optionally with drift against a previous version",
 }
 
 

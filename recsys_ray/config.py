@@ -213,6 +213,21 @@ class KafkaConfig(Section):
         return _string_list(value)
 
 
+class ReportConfig(Section):
+    """The build report (report.html): how features are sampled and binned, and the drift
+    thresholds it flags (docs/report.md)."""
+
+    sample_rows: int = Field(default=100_000, ge=1, description="Rows per split for feature distributions")
+    psi_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the reference, plus a null bin")
+    psi_epsilon: float = Field(default=1e-4, gt=0, lt=0.1, description="Floor of a bin's share in the PSI")
+    psi_moderate: float = Field(default=0.1, ge=0, description="PSI above this is flagged as a moderate shift")
+    psi_major: float = Field(default=0.25, ge=0, description="PSI above this is flagged as a major shift")
+    count_change: float = Field(default=0.2, gt=0, description="Relative change of a count that is flagged")
+    item_turnover: float = Field(default=0.2, gt=0, description="Share of the previous version's items, new "
+                                 "or vanished, that is flagged")
+    samples_per_reason: int = Field(default=3, ge=0, le=100, description="Quarantined rows shown per reason")
+
+
 class RecsysConfig(BaseSettings):
     """The configuration root: one instance per process, passed down explicitly."""
 
@@ -231,6 +246,7 @@ class RecsysConfig(BaseSettings):
     api: ApiConfig = ApiConfig()
     kafka: KafkaConfig = KafkaConfig()
     serve: ServeConfig = ServeConfig()
+    report: ReportConfig = ReportConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -13,9 +13,13 @@ from recsys_ray.build import dataflow
 from recsys_ray.build.manifest import Column, Counts, Manifest
 from recsys_ray.build.plan import BuildError, BuildPlan, plan_build
 from recsys_ray.build.progress import StageTimer, ray_data_console_for_builds
-from recsys_ray.build.writer import ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEATURES_DIR, VersionWriter
+from recsys_ray.build.writer import (DAILY_SUMMARY, ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEATURES_DIR,
+                                     VersionWriter)
 from recsys_ray.config import RecsysConfig
+from recsys_ray.errors import root_cause
 from recsys_ray.io.formats import InputError
+from recsys_ray.report.collect import daily_counts_of
+from recsys_ray.report.writer import BuildSummaries, write_report
 from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
 from recsys_ray.stages import training_rows
 
@@ -39,23 +43,11 @@ def build_training_data(cfg: RecsysConfig, plan: BuildPlan | None = None) -> Man
             manifest = _build(cfg, plan, writer)
         except BaseException as exc:
             writer.on_write_failed(exc)
-            cause = _root_cause(exc)
+            cause = root_cause(exc)
             if cause is not exc and isinstance(cause, (BuildError, InputError)):
                 raise cause from None  # a worker's input error, without Ray's wrapping
             raise
         return writer.on_write_complete(manifest)
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost cause of an error raised in a Ray task (Ray wraps it, Ray Data wraps it again)."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(nxt, BaseException):
-            break
-        exc = nxt
-    return exc
 
 
 def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifest:
@@ -123,7 +115,7 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         counts[f"{s}_positives"] * b.negatives - counts[f"{s}_negatives"] for s in ("train", "test"))
 
     recorded = b.model_copy(update={"tenant": plan.tenant, "version": plan.version, "out": plan.out})
-    return Manifest(
+    manifest = Manifest(
         version=plan.version,
         created_at=created_at,
         recsys_ray_version=__version__,
@@ -143,3 +135,11 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         columns=[Column(name=f.name, type=str(f.type)) for f in schemas.training_schema(b.windows, b.history)],
         timings_s=timer.seconds,
     )
+
+    # The report comes before the manifest, the commit point; it shows every stage but its own.
+    with timer.stage("report"):
+        daily = daily_counts_of(events)
+        writer.write_table(DAILY_SUMMARY, daily)
+        write_report(plan.out, manifest, plan.options, build_summaries=BuildSummaries(daily=daily),
+                     settings=cfg.report)
+    return manifest.model_copy(update={"timings_s": dict(timer.seconds)})

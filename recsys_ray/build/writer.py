@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 QUARANTINE_DIR = "quarantine"
 USER_FEATURES_DIR = "features/users"
 ITEM_FEATURES_FILE = "features/items.parquet"
+REPORT_FILE = "report.html"
+DAILY_SUMMARY = "summaries/daily.parquet"  # events per day and type, for the report
 
 
 def shard_path(split: str, shard: int) -> str:

@@ -11,6 +11,7 @@ from recsys_ray.build.manifest import Manifest, manifest_location, read_manifest
 
 
 def manifest(**shards) -> Manifest:
+    """A complete manifest (of no real build) for tests of manifest readers."""
     counts = {"input_rows": 10, "valid": 9, "rejected": {"missing_field": 1}, "duplicates": 1, "events": 8,
               "items": {"catalog": False}, "train_positives": 2, "train_negatives": 4, "train_rows": 6,
               "test_positives": 1, "test_negatives": 2, "test_rows": 3, "negative_shortfall": 0}
@@ -21,7 +22,7 @@ def manifest(**shards) -> Manifest:
                                                       "items": []},
         counts=counts, shards=shards or {"train": [{"path": "train/part-00000.parquet", "rows": 6}],
                                          "test": [{"path": "test/part-00000.parquet", "rows": 3}]},
-        features={"users": "features/users"}, quarantine="quarantine",
+        features={"users": "features/users", "items": "features/items.parquet"}, quarantine="quarantine",
         columns=[{"name": "user_id", "type": "string"}], timings_s={"validate": 0.5})
 
 
