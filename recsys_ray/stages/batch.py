@@ -96,5 +96,5 @@ def validation_summary(batch: pa.Table) -> pa.Table:
 def unique_events(events: pa.Table) -> pa.Table:
     """Unique events of whole users; `event_id` has done its job here and is
     dropped, so the events the later stages share take less object-store memory."""
-    unique, _ = validation.deduplicate_events(events)
+    unique, _ = validation.deduplicate(events, "interactions")
     return unique.drop_columns(["event_id"])
