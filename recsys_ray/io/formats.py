@@ -10,7 +10,6 @@ problems are left to `recsys_ray.validation`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from typing import Any, Iterable, Iterator, Literal
@@ -385,17 +384,18 @@ def _text_columns(records: list[dict[str, Any]], names: list[str], dataset: str 
 
 def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
     """Parquet bytes of `table` (the format landed objects are written in)."""
-    return encode_parquet_tables([table], table.schema, compression=compression)
+    sink = pa.BufferOutputStream()
+    write_parquet(sink, [table], table.schema, compression=compression)
+    return sink.getvalue().to_pybytes()
 
 
-def encode_parquet_tables(tables: Iterable[pa.Table], schema: pa.Schema, *, compression: str = "zstd") -> bytes:
-    """Parquet bytes of consecutive `tables` (each of `schema`, each one or more row
-    groups), encoded as they arrive so only one table is held at a time."""
-    sink = io.BytesIO()
+def write_parquet(sink: pa.NativeFile, tables: Iterable[pa.Table], schema: pa.Schema, *,
+                  compression: str = "zstd") -> None:
+    """Encode consecutive `tables` (each of `schema`, each one or more row groups) into `sink`
+    as one Parquet file, as they arrive, so only one table is held at a time."""
     with pq.ParquetWriter(sink, schema, compression=compression) as writer:
         for table in tables:
             writer.write_table(table)
-    return sink.getvalue()
 
 
 def iter_decode_file(path: str, fmt: Format, dataset: str | None = None, *,
