@@ -197,10 +197,12 @@ def prepare_file(uri: str, fmt: str, dataset: str, cfg: ValidationConfig, *, chu
 
     With `work_dir`, each chunk's valid and rejected rows are kept there as
     Parquet for `land_file`; without, only the counts are kept (validation only).
-    A CSV or Parquet file must name every required column. Raises InputError,
+    Every chunk accepts the same time window. A CSV or Parquet file must name
+    every required column. Raises InputError,
     leaving nothing behind, if the file is unusable anywhere.
     """
     prepared = PreparedFile(dataset)
+    cfg = cfg.with_window_fixed()  # one time window, however many chunks
     try:
         for chunk in reader.read_file(uri, fmt, dataset, options=options, chunk_rows=chunk_rows):
             if chunk.row_offset == 0 and fmt in TABULAR_FORMATS:

@@ -100,8 +100,7 @@ def validate_file(uri: str, dataset: str, cfg: RecsysConfig, fmt: str | None = N
                                  f"pass --format ({', '.join(formats.FORMATS)})")
     if not storage.exists(uri, options):
         raise InputError("not_found", f"no such file: {uri}")
-    # One accepted time window for the whole file, however many chunks it is read in.
-    vcfg = cfg.validation.model_copy(update={"max_timestamp": cfg.validation.time_range()[1]})
+    vcfg = cfg.validation.with_window_fixed()  # one time window, however many chunks
     key = validation.IDENTITY[dataset]
     tally = ingest.PreparedFile(dataset, keep_rejected=max_errors)
     kept: list[np.ndarray] = []

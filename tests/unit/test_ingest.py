@@ -1,10 +1,12 @@
 """The landing core: prepare (validate + de-duplicate) and land, as every channel uses it."""
 
 import os
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
+import recsys_ray.config as config
 from recsys_ray import ingest
 from recsys_ray.config import ValidationConfig
 from recsys_ray.ingest import prepare_batch, prepare_many
@@ -154,3 +156,21 @@ def test_land_file_writes_a_pair_of_objects_per_chunk_named_by_part(tmp_path):
         assert landed.quarantine == tuple(quarantine for _, quarantine in pairs)
         assert landed.bytes_written == sum(os.path.getsize(uri) for uri in landed.objects)
         prepared.remove()
+
+
+def test_every_chunk_of_a_file_accepts_the_same_time_window(tmp_path, monkeypatch):
+    """The window's end is now + max_future, resolved once per file, not once per chunk."""
+    start = datetime.now(timezone.utc)
+    ticks = iter(range(10_000))
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return start + timedelta(hours=next(ticks))  # an hour passes at every look at the clock
+
+    near_the_end = (start + timedelta(days=1, minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    table = file_events(900).set_column(3, "timestamp", pa.array([near_the_end] * 900))
+    path = write_file(tmp_path, table, "parquet")
+    monkeypatch.setattr(config, "datetime", Clock)
+    prepared = ingest.prepare_file(path, "parquet", "interactions", CFG, chunk_rows=300, work_dir=None)
+    assert (prepared.accepted, prepared.rejected) in ((900, 0), (0, 900))
