@@ -268,9 +268,13 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
             ),
         )
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
-        raise InputError(code, f"cannot parse CSV: {message}") from exc
+        raise _unparsable_csv(exc) from exc
+
+
+def _unparsable_csv(exc: pa.ArrowInvalid) -> InputError:
+    message = str(exc)
+    code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
+    return InputError(code, f"cannot parse CSV: {message}")
 
 
 def decode_ndjson(data: bytes | memoryview, dataset: str | None = None, *, max_rows: int | None = None) -> pa.Table:
@@ -483,9 +487,7 @@ def _iter_csv(source: pa.NativeFile, dataset: str | None, chunk_rows: int) -> It
         if pending or chunks == 0:
             yield pa.Table.from_batches(pending, schema=reader.schema)
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
-        raise InputError(code, f"cannot parse CSV: {message}") from exc
+        raise _unparsable_csv(exc) from exc
 
 
 def _union_keys(records: list[dict[str, Any]]) -> list[str]:
