@@ -67,7 +67,7 @@ def parquet_pieces(entry: storage.FileEntry, options: storage.StorageOptions | N
     try:
         meta = reader.parquet_metadata(entry.uri, options, name=entry.uri)
     except (formats.InputError, OSError) as exc:
-        raise BuildError(f"input file {entry.uri} is not a valid Parquet file: {_cause(exc)}") from exc
+        raise BuildError(f"input file {entry.uri} is not a valid Parquet file: {_cause(exc)}") from None
     pieces: list[dict[str, Any]] = []
     current: list[int] = []
     current_bytes = start_row = rows = 0
@@ -132,7 +132,7 @@ def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg: ValidationConf
             chunk = reader.read_parquet_piece(one["uri"], options=options, row_groups=one["row_groups"],
                                               row_slice=one["row_slice"], name=one["uri"])
         except (formats.InputError, OSError) as exc:
-            raise BuildError(f"input file {one['uri']} could not be read as Parquet: {_cause(exc)}") from exc
+            raise BuildError(f"input file {one['uri']} could not be read as Parquet: {_cause(exc)}") from None
         parts.append(batch_stage.validate_table_batch(chunk.table, dataset, cfg,
                                                       source=storage.resolve(one["uri"], options)[1],
                                                       row_offset=chunk.row_offset))
@@ -144,9 +144,12 @@ def check_parquet(uri: str, options: storage.StorageOptions | None) -> None:
     try:
         reader.check_parquet(uri, options)
     except formats.InputError as exc:
-        raise BuildError(f"input file {uri} is not a valid Parquet file") from exc
+        raise BuildError(f"input file {uri} is not a valid Parquet file") from None
 
 
 def _cause(exc: Exception) -> Exception:
-    """What went wrong beneath the reader's own error, to name once in the build's message."""
+    """What went wrong beneath the reader's own error, to name once in the build's message.
+
+    The BuildError is raised `from None`: the build reports the innermost cause of
+    an error, and a chained InputError would be reported in place of the BuildError."""
     return (exc.__cause__ or exc) if isinstance(exc, formats.InputError) else exc
