@@ -64,6 +64,11 @@ class ValidationConfig(Section):
         upper = self.max_timestamp or datetime.now(timezone.utc) + self.max_future
         return self.min_timestamp, upper
 
+    def with_window_fixed(self) -> "ValidationConfig":
+        """This config with `max_timestamp` resolved now, so that every chunk, block or
+        worker of one file or build accepts the same time window."""
+        return self.model_copy(update={"max_timestamp": self.time_range()[1]})
+
 
 class BuildConfig(Section):
     """Options of one training-data build; all of them land in the manifest."""

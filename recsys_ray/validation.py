@@ -4,7 +4,8 @@
 numbers, Parquet timestamps...) into rows of the canonical schema plus rejected
 rows, each with a reason code and its original values. It is vectorized Arrow
 and NumPy; Python touches only the rejected rows, to keep their original values.
-`deduplicate_events` drops exact duplicates the same way everywhere.
+`deduplicate` (and `deduplicate_runs`, for many tables at once) says what a
+duplicate is, the same way everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from recsys_ray import hashing, schemas
 from recsys_ray.config import ValidationConfig
+from recsys_ray.io.formats import InputError
 
 
 @dataclass(frozen=True)
@@ -200,34 +202,6 @@ def fill_event_ids(table: pa.Table) -> pa.Array:
     )
     derived = hashing.to_hex_ids(hashing.hash_strings(key), prefix="h")
     return pc.if_else(missing, derived, event_id)
-
-
-def deduplicate_events(table: pa.Table) -> tuple[pa.Table, int]:
-    """Drop repeated events: one row per `event_id` (derived ids cover exact repeats).
-
-    The kept row is chosen by a total order over the row's values, never by its
-    position, so the result does not depend on how the input was split.
-    Returns the unique rows (sorted by event_id) and the number dropped.
-    """
-    if table.num_rows < 2:
-        return table, 0
-    order = pc.sort_indices(
-        table,
-        sort_keys=[
-            ("event_id", "ascending"),
-            ("timestamp", "ascending"),
-            ("user_id", "ascending"),
-            ("item_id", "ascending"),
-            ("interaction_type", "ascending"),
-            ("rating", "ascending"),
-        ],
-    )
-    ordered = table.take(order)
-    ids = ordered.column("event_id").combine_chunks()
-    repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
-    keep = np.concatenate([[True], ~repeated.to_numpy(zero_copy_only=False)])
-    dropped = int((~keep).sum())
-    return (ordered.filter(keep) if dropped else ordered), dropped
 
 
 def parse_timestamps(
@@ -557,18 +531,74 @@ def _rejected_rows(
     )
 
 
-def deduplicate_items(table: pa.Table) -> tuple[pa.Table, int]:
-    """One row per item_id; a later row replaces an earlier one (catalog updates)."""
+# ---- duplicates: the one definition, for one table or for many at once --------------------------
+
+IDENTITY = {"interactions": "event_id", "items": "item_id"}
+# Among events with one event_id, the kept one is the first in this order of their values, never
+# chosen by position, so the result does not depend on how the input was split.
+_EVENT_ORDER = ("event_id", "timestamp", "user_id", "item_id", "interaction_type", "rating")
+
+
+def deduplicate(table: pa.Table, dataset: str) -> tuple[pa.Table, int]:
+    """One row per identity (`IDENTITY[dataset]`): events by `event_id` (derived ids cover
+    exact repeats), items by `item_id` with a later row replacing an earlier one (catalog
+    updates). Returns the unique rows, sorted by identity, and the number dropped.
+
+    Only the identity column is needed to count: a table of just that column (or
+    of its 64-bit hashes) drops as many rows as the whole rows would.
+    """
     if table.num_rows < 2:
         return table, 0
-    position = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    order = pc.sort_indices(
-        table.append_column("_position", position),
-        sort_keys=[("item_id", "ascending"), ("_position", "descending")],
-    )
-    ordered = table.take(order)
-    ids = ordered.column("item_id").combine_chunks()
-    repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
-    keep = np.concatenate([[True], ~repeated.to_numpy(zero_copy_only=False)])
-    dropped = int((~keep).sum())
-    return (ordered.filter(keep) if dropped else ordered), dropped
+    unique, kept = deduplicate_runs(table, dataset, np.array([table.num_rows]))
+    return unique, table.num_rows - int(kept[0])
+
+
+def deduplicate_runs(table: pa.Table, dataset: str, sizes: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """`deduplicate` of each run of `sizes[i]` consecutive rows as if it were alone, in one pass
+    (the valid rows of many requests, validated together). Returns the kept rows, run after
+    run, each run as `deduplicate` returns it, and how many rows each run kept."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    run = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    several = len(sizes) > 1
+    key = IDENTITY[dataset]
+    keyed, sort_keys = table, []
+    if several:
+        keyed = keyed.append_column("_run", pa.array(run))
+        sort_keys.append(("_run", "ascending"))
+    if dataset == "interactions":
+        sort_keys += [(name, "ascending") for name in _EVENT_ORDER if name in table.column_names]
+    else:
+        keyed = keyed.append_column("_position", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        sort_keys += [(key, "ascending"), ("_position", "descending")]
+    order = pc.sort_indices(keyed, sort_keys=sort_keys).to_numpy()
+    keep = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        ids = table.column(key).take(order).combine_chunks()
+        repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+        if several:
+            repeated &= run[order[1:]] == run[order[:-1]]
+        keep[1:] = ~repeated
+    kept = order[keep]
+    return table.take(pa.array(kept)), np.bincount(run[kept], minlength=len(sizes))
+
+
+def deduplicate_events(table: pa.Table) -> tuple[pa.Table, int]:
+    """`deduplicate(table, "interactions")`."""
+    return deduplicate(table, "interactions")
+
+
+def deduplicate_items(table: pa.Table) -> tuple[pa.Table, int]:
+    """`deduplicate(table, "items")`."""
+    return deduplicate(table, "items")
+
+
+def require_columns(schema: pa.Schema, dataset: str, source: str | None = None) -> None:
+    """Raise InputError `missing_columns` if `schema` lacks a column `dataset` requires: such an
+    input is a file of another dataset (a catalog among interaction files, say), not one of bad rows."""
+    missing = missing_columns(schema, dataset)
+    if missing:
+        details = {"missing": missing, "required": list(schemas.required_columns(dataset))}
+        raise InputError(
+            "missing_columns", f"{source or 'the input'} has no column(s) {missing} required for {dataset} "
+            f"(its columns are {schema.names}); is it a file of another dataset?",
+            {**details, "source": source} if source else details)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys_ray.build.plan import BuildError
 from recsys_ray.config import ValidationConfig
-from recsys_ray.io import formats, storage
+from recsys_ray.io import formats, reader, storage
 from recsys_ray.stages import batch as batch_stage
 
 # Each slice decodes its whole row group, so slices of one group multiply its
@@ -65,12 +64,10 @@ def parquet_pieces(entry: storage.FileEntry, options: storage.StorageOptions | N
     if entry.size <= piece_bytes:
         check_parquet(entry.uri, options)
         return [piece(entry.uri, None, 0)]
-    fs, path = storage.resolve(entry.uri, options)
     try:
-        with fs.open_input_file(path) as f:
-            meta = pq.ParquetFile(f).metadata
-    except (pa.ArrowException, OSError) as exc:
-        raise BuildError(f"input file {entry.uri} is not a valid Parquet file: {exc}") from exc
+        meta = reader.parquet_metadata(entry.uri, options, name=entry.uri)
+    except (formats.InputError, OSError) as exc:
+        raise BuildError(f"input file {entry.uri} is not a valid Parquet file: {_cause(exc)}") from None
     pieces: list[dict[str, Any]] = []
     current: list[int] = []
     current_bytes = start_row = rows = 0
@@ -127,29 +124,32 @@ def plan_parquet_pieces(entries: list[storage.FileEntry], options: storage.Stora
 
 def read_and_validate_parquet(batch: pa.Table, dataset: str, cfg: ValidationConfig,
                               options: storage.StorageOptions | None) -> pa.Table:
-    """Read the Parquet pieces named in `batch` (`uri`, `row_groups`, `row_offset`,
-    `row_slice`) and validate their rows (rows numbered from the start of their file)."""
+    """Read the Parquet pieces named in `batch` (`uri`, `row_groups`, `row_slice`) with the one
+    reader and validate their rows (rows numbered from the start of their file)."""
     parts = []
     for one in batch.to_pylist():
-        fs, path = storage.resolve(one["uri"], options)
-        groups = one["row_groups"]
         try:
-            with fs.open_input_file(path) as f:
-                parquet = pq.ParquetFile(f, pre_buffer=True)
-                table = parquet.read() if groups is None else parquet.read_row_groups(groups)
-        except (pa.ArrowException, OSError) as exc:
-            raise BuildError(f"input file {one['uri']} could not be read as Parquet: {exc}") from exc
-        if one["row_slice"] is not None:
-            table = table.slice(*one["row_slice"])
-        parts.append(batch_stage.validate_table_batch(table, dataset, cfg, source=path,
-                                                      row_offset=one["row_offset"]))
+            chunk = reader.read_parquet_piece(one["uri"], options=options, row_groups=one["row_groups"],
+                                              row_slice=one["row_slice"], name=one["uri"])
+        except (formats.InputError, OSError) as exc:
+            raise BuildError(f"input file {one['uri']} could not be read as Parquet: {_cause(exc)}") from None
+        parts.append(batch_stage.validate_table_batch(chunk.table, dataset, cfg,
+                                                      source=storage.resolve(one["uri"], options)[1],
+                                                      row_offset=chunk.row_offset))
     return pa.concat_tables(parts)
 
 
 def check_parquet(uri: str, options: storage.StorageOptions | None) -> None:
     """Raise BuildError unless the file at `uri` starts and ends with Parquet's magic bytes."""
-    fs, path = storage.resolve(uri, options)
-    with fs.open_input_file(path) as f:
-        valid = formats.looks_like_parquet(f)
-    if not valid:
-        raise BuildError(f"input file {uri} is not a valid Parquet file")
+    try:
+        reader.check_parquet(uri, options)
+    except formats.InputError as exc:
+        raise BuildError(f"input file {uri} is not a valid Parquet file") from None
+
+
+def _cause(exc: Exception) -> Exception:
+    """What went wrong beneath the reader's own error, to name once in the build's message.
+
+    The BuildError is raised `from None`: the build reports the innermost cause of
+    an error, and a chained InputError would be reported in place of the BuildError."""
+    return (exc.__cause__ or exc) if isinstance(exc, formats.InputError) else exc

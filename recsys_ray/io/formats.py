@@ -10,7 +10,6 @@ problems are left to `recsys_ray.validation`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from typing import Any, Iterable, Iterator, Literal
@@ -211,12 +210,47 @@ def decode(data: bytes | memoryview, fmt: Format, dataset: str | None = None, *,
 
 
 def decode_parquet(data: bytes | memoryview) -> pa.Table:
-    if not looks_like_parquet(pa.BufferReader(data)):
-        raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
+    return next(iter_parquet(open_parquet(pa.BufferReader(data))))
+
+
+def check_parquet(source: pa.NativeFile, name: str | None = None) -> None:
+    """Raise InputError `invalid_parquet` (naming `name` if given) unless `source` has
+    Parquet's magic bytes at both ends: the cheap check, without reading the footer."""
+    if not looks_like_parquet(source):
+        raise InputError("invalid_parquet", f"{name or 'body'} is not a Parquet file (missing PAR1 magic bytes)")
+
+
+def open_parquet(source: pa.NativeFile, name: str | None = None) -> pq.ParquetFile:
+    """`source` as a Parquet file, after the one check every reader makes: its magic bytes
+    (`check_parquet`), then its footer. Raises InputError `invalid_parquet`."""
+    check_parquet(source, name)
     try:
-        return pq.read_table(pa.BufferReader(data))
+        return pq.ParquetFile(source, pre_buffer=True)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError("invalid_parquet", f"cannot read Parquet: {exc}") from exc
+        raise _unreadable_parquet(exc, name) from exc
+
+
+def iter_parquet(parquet: pq.ParquetFile, *, row_groups: list[int] | None = None,
+                 row_slice: tuple[int, int] | None = None, chunk_rows: int | None = None,
+                 name: str | None = None) -> Iterator[pa.Table]:
+    """The rows of `row_groups` (all by default) as tables of `chunk_rows` rows, or as one
+    table when `chunk_rows` is None; `row_slice` = (start, length) keeps only those rows of
+    the selected groups (then as one table). A file without rows gives one empty table."""
+    try:
+        if chunk_rows is None or row_slice is not None:
+            table = parquet.read() if row_groups is None else parquet.read_row_groups(row_groups)
+            yield table.slice(*row_slice) if row_slice is not None else table
+            return
+        if parquet.metadata.num_rows == 0:
+            yield parquet.schema_arrow.empty_table()
+        for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=row_groups):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_parquet(exc, name) from exc
+
+
+def _unreadable_parquet(exc: Exception, name: str | None) -> InputError:
+    return InputError("invalid_parquet", f"cannot read Parquet{' ' + name if name else ''}: {exc}")
 
 
 def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table:
@@ -234,9 +268,13 @@ def decode_csv(data: bytes | memoryview, dataset: str | None = None) -> pa.Table
             ),
         )
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
-        raise InputError(code, f"cannot parse CSV: {message}") from exc
+        raise _unparsable_csv(exc) from exc
+
+
+def _unparsable_csv(exc: pa.ArrowInvalid) -> InputError:
+    message = str(exc)
+    code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
+    return InputError(code, f"cannot parse CSV: {message}")
 
 
 def decode_ndjson(data: bytes | memoryview, dataset: str | None = None, *, max_rows: int | None = None) -> pa.Table:
@@ -385,38 +423,38 @@ def _text_columns(records: list[dict[str, Any]], names: list[str], dataset: str 
 
 def encode_parquet(table: pa.Table, *, compression: str = "zstd") -> bytes:
     """Parquet bytes of `table` (the format landed objects are written in)."""
-    return encode_parquet_tables([table], table.schema, compression=compression)
+    sink = pa.BufferOutputStream()
+    write_parquet(sink, [table], table.schema, compression=compression)
+    return sink.getvalue().to_pybytes()
 
 
-def encode_parquet_tables(tables: Iterable[pa.Table], schema: pa.Schema, *, compression: str = "zstd") -> bytes:
-    """Parquet bytes of consecutive `tables` (each of `schema`, each one or more row
-    groups), encoded as they arrive so only one table is held at a time."""
-    sink = io.BytesIO()
+def write_parquet(sink: pa.NativeFile, tables: Iterable[pa.Table], schema: pa.Schema, *,
+                  compression: str = "zstd") -> None:
+    """Encode consecutive `tables` (each of `schema`, each one or more row groups) into `sink`
+    as one Parquet file, as they arrive, so only one table is held at a time."""
     with pq.ParquetWriter(sink, schema, compression=compression) as writer:
         for table in tables:
             writer.write_table(table)
-    return sink.getvalue()
 
 
-def iter_decode_file(path: str, fmt: Format, dataset: str | None = None, *,
-                     chunk_rows: int = 1_000_000) -> Iterator[pa.Table]:
-    """Decode a local file as tables of about `chunk_rows` rows, same values as `decode`.
+def iter_decode(source: pa.NativeFile, fmt: Format, dataset: str | None = None, *,
+                chunk_rows: int = 1_000_000, name: str | None = None) -> Iterator[pa.Table]:
+    """Decode a random-access file as tables of about `chunk_rows` rows, same values as `decode`.
 
     CSV and Parquet are read incrementally, so memory follows the chunk size,
     not the file size; JSON and NDJSON are decoded whole. File-level problems
     raise `InputError`, possibly after earlier chunks were yielded.
     """
     if fmt == "csv":
-        yield from _iter_csv(path, dataset, chunk_rows)
+        yield from _iter_csv(source, dataset, chunk_rows)
     elif fmt == "parquet":
-        yield from _iter_parquet(path, chunk_rows)
+        yield from iter_parquet(open_parquet(source, name), chunk_rows=chunk_rows, name=name)
     else:
-        yield decode(pa.memory_map(path).read_buffer(), fmt, dataset)
+        yield decode(source.read_buffer(), fmt, dataset)
 
 
-def _iter_csv(path: str, dataset: str | None, chunk_rows: int) -> Iterator[pa.Table]:
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
+def _iter_csv(source: pa.NativeFile, dataset: str | None, chunk_rows: int) -> Iterator[pa.Table]:
+    head = source.read_at(min(1 << 16, source.size()), 0)
     if not head:
         raise InputError("empty_body", "CSV input is empty (no header row)")
     _reject_binary(head, "CSV")
@@ -431,8 +469,9 @@ def _iter_csv(path: str, dataset: str | None, chunk_rows: int) -> Iterator[pa.Ta
     try:
         # Blocks of roughly `chunk_rows` rows (at ~64 bytes a row), between 4 KiB and 16 MiB.
         block_size = min(16 << 20, max(4 << 10, chunk_rows * 64))
+        source.seek(0)
         reader = pacsv.open_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(block_size=block_size),
             convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                                  quoted_strings_can_be_null=False),
@@ -448,23 +487,7 @@ def _iter_csv(path: str, dataset: str | None, chunk_rows: int) -> Iterator[pa.Ta
         if pending or chunks == 0:
             yield pa.Table.from_batches(pending, schema=reader.schema)
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        code = "invalid_utf8" if "UTF8" in message or "utf8" in message.lower() else "invalid_csv"
-        raise InputError(code, f"cannot parse CSV: {message}") from exc
-
-
-def _iter_parquet(path: str, chunk_rows: int) -> Iterator[pa.Table]:
-    source = pa.memory_map(path)
-    if not looks_like_parquet(source):
-        raise InputError("invalid_parquet", "body is not a Parquet file (missing PAR1 magic bytes)")
-    try:
-        parquet = pq.ParquetFile(source)
-        if parquet.metadata.num_rows == 0:
-            yield parquet.schema_arrow.empty_table()
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
-            yield pa.Table.from_batches([batch])
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError("invalid_parquet", f"cannot read Parquet: {exc}") from exc
+        raise _unparsable_csv(exc) from exc
 
 
 def _union_keys(records: list[dict[str, Any]]) -> list[str]:

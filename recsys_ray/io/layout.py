@@ -5,6 +5,10 @@
     {root}/tenants/{tenant}/uploads/{upload_id}.json                     upload reports
     {root}/tenants/{tenant}/training/{version}/                          dataset versions
 
+One landing (a write batch, a Kafka offset range, one part of a file) writes the
+raw and the quarantine object of one name (`landed_objects`); a file landed in
+parts names them `{name}-{index:05d}` (`part_name`).
+
 Every name that comes from a request, a message or a flag passes `check_name`,
 so no tenant, dataset or object name can climb out of its place.
 """
@@ -53,6 +57,18 @@ def quarantine_dir(root: str, tenant: str, dataset: str) -> str:
 
 def quarantine_object(root: str, tenant: str, dataset: str, name: str) -> str:
     return join(quarantine_dir(root, tenant, dataset), check_name(name, "object name") + ".parquet")
+
+
+def landed_objects(root: str, tenant: str, dataset: str, name: str) -> tuple[str, str]:
+    """The raw and the quarantine object of one landing named `name`: a write batch id,
+    a Kafka offset range, or a part of one (`part_name`)."""
+    return raw_object(root, tenant, dataset, name), quarantine_object(root, tenant, dataset, name)
+
+
+def part_name(name: str, index: int, parts: int) -> str:
+    """The name of part `index` of a landing written as `parts` parts: `name` itself when
+    there is one part, else `{name}-{index:05d}`."""
+    return name if parts == 1 else f"{name}-{index:05d}"
 
 
 def upload_report(root: str, tenant: str, upload_id: str) -> str:

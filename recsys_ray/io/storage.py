@@ -16,7 +16,8 @@ import fnmatch
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,6 +27,9 @@ import pyarrow.parquet as pq
 
 from recsys_ray.config import StorageConfig
 from recsys_ray.io import formats
+
+LOCAL_WRITE_BUFFER = 1 << 20
+COPY_BLOCK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -99,36 +103,74 @@ def to_uri(fs: pafs.FileSystem, path: str) -> str:
     return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
 
 
-def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> int:
-    """Write `data` to `uri` atomically; returns the number of bytes written."""
+@contextmanager
+def atomic_output(uri: str, options: StorageOptions | None = None) -> Iterator[pa.NativeFile]:
+    """A stream whose bytes appear at `uri` whole, or not at all, when the block ends.
+
+    Local files are written under a hidden temporary name beside the target and
+    renamed into place; a failure removes the temporary file and leaves an
+    earlier file at `uri` as it was. On S3 the upload completes when the block
+    ends; pyarrow cannot abort an upload, so when the block fails the object it
+    completed is deleted (an upload that itself failed never replaced anything).
+    """
     fs, path = resolve(uri, options)
-    parent = posixpath.dirname(path)
     if isinstance(fs, pafs.LocalFileSystem):
+        parent = posixpath.dirname(path)
         fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
         try:
-            with fs.open_output_stream(tmp) as out:
-                out.write(data)
+            with fs.open_output_stream(tmp, compression=None, buffer_size=LOCAL_WRITE_BUFFER) as stream:
+                yield stream
             fs.move(tmp, path)
         finally:
             if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 fs.delete_file(tmp)
-    else:
-        with fs.open_output_stream(path) as out:
-            out.write(data)
+        return
+    stream = fs.open_output_stream(path, compression=None)
+    try:
+        yield stream
+    except BaseException:
+        try:
+            stream.close()  # completes what was written so far
+        except Exception:
+            pass  # the upload failed, so nothing replaced the object at `uri`
+        else:
+            fs.delete_file(path)
+        raise
+    stream.close()
+
+
+def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> int:
+    """Write `data` to `uri` atomically; returns the number of bytes written."""
+    with atomic_output(uri, options) as out:
+        out.write(data)
     return len(data)
 
 
 def write_table(uri: str, table: pa.Table, options: StorageOptions | None = None,
                 compression: str = "zstd") -> int:
     """Write `table` as one Parquet object at `uri`, atomically; returns bytes written."""
-    return write_bytes(uri, formats.encode_parquet(table, compression=compression), options)
+    return write_tables(uri, [table], table.schema, options, compression)
 
 
 def write_tables(uri: str, tables: Iterable[pa.Table], schema: pa.Schema, options: StorageOptions | None = None,
                  compression: str = "zstd") -> int:
-    """Write consecutive `tables` as one Parquet object at `uri`, atomically; returns bytes written."""
-    return write_bytes(uri, formats.encode_parquet_tables(tables, schema, compression=compression), options)
+    """Write consecutive `tables` as one Parquet object at `uri`, atomically; returns bytes written.
+
+    Each table is encoded and sent as it arrives, so memory holds one table
+    (and the stream's buffer), not the whole object.
+    """
+    with atomic_output(uri, options) as out:
+        formats.write_parquet(out, tables, schema, compression=compression)
+        return out.tell()
+
+
+def upload_file(local_path: str, uri: str, options: StorageOptions | None = None) -> int:
+    """Copy the local file `local_path` to `uri` atomically, a block at a time; returns bytes written."""
+    with open(local_path, "rb") as source, atomic_output(uri, options) as out:
+        while block := source.read(COPY_BLOCK):
+            out.write(block)
+        return out.tell()
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import posixpath
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -22,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_ray import synthetic
@@ -135,7 +131,7 @@ def write_chunks(uri: str, chunks: Iterable[pa.Table], fmt: str,
     S3 the upload completes only at the end and is deleted if writing fails.
     """
     rows = 0
-    with _output_stream(uri, options) as stream:
+    with storage.atomic_output(uri, options) as stream:
         writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
         if fmt == "json":
             stream.write(b"[")
@@ -162,30 +158,6 @@ def write_chunks(uri: str, chunks: Iterable[pa.Table], fmt: str,
             stream.write(b"\n]\n")
         size = stream.tell()
     return rows, size
-
-
-@contextmanager
-def _output_stream(uri: str, options: storage.StorageOptions | None):
-    fs, path = storage.resolve(uri, options)
-    if isinstance(fs, pafs.LocalFileSystem):
-        parent = posixpath.dirname(path)
-        fs.create_dir(parent, recursive=True)
-        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
-        try:
-            with fs.open_output_stream(tmp) as stream:
-                yield stream
-            fs.move(tmp, path)
-        finally:
-            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-                fs.delete_file(tmp)
-        return
-    try:
-        with fs.open_output_stream(path) as stream:
-            yield stream
-    except BaseException:
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_file(path)
-        raise
 
 
 def _text_timestamps(table: pa.Table) -> pa.Table:

@@ -10,18 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from recsys_ray import hashing, validation
+from recsys_ray import hashing, ingest, validation
 from recsys_ray.config import RecsysConfig
-from recsys_ray.io import formats, storage
+from recsys_ray.io import formats, reader, storage
 from recsys_ray.io.formats import InputError
 from recsys_ray.schemas import DATASETS
 
@@ -33,7 +31,6 @@ HELP = (
     "be read as the dataset at all (missing, unknown format, not decodable, required columns "
     "absent); the reason is printed to stderr."
 )
-PARQUET_BATCH_ROWS = 1_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,9 +85,12 @@ class FileReport:
 
 
 def validate_file(uri: str, dataset: str, cfg: RecsysConfig, fmt: str | None = None, *,
-                  max_errors: int = 10) -> FileReport:
-    """Decode and validate the file at `uri` as `dataset` with `cfg` (a RecsysConfig).
+                  max_errors: int = 10, chunk_rows: int = reader.DEFAULT_CHUNK_ROWS) -> FileReport:
+    """Read and validate the file at `uri` as `dataset` with `cfg` (a RecsysConfig), through the
+    same reader and landing core as the service, `chunk_rows` rows at a time.
 
+    Duplicates are counted over the whole file, as the build drops them: those
+    within each chunk, then repeats across chunks of the identities each kept.
     Raises `InputError` when the file as a whole cannot be read as `dataset`.
     """
     options = storage.StorageOptions.from_config(cfg.storage)
@@ -100,52 +100,20 @@ def validate_file(uri: str, dataset: str, cfg: RecsysConfig, fmt: str | None = N
                                  f"pass --format ({', '.join(formats.FORMATS)})")
     if not storage.exists(uri, options):
         raise InputError("not_found", f"no such file: {uri}")
-    report = FileReport(file=uri, dataset=dataset, format=fmt)
-    # One accepted time window for the whole file, however many batches it is read in.
-    vcfg = cfg.validation.model_copy(update={"max_timestamp": cfg.validation.time_range()[1]})
-    key_column = "event_id" if dataset == "interactions" else "item_id"
-    keys: list[np.ndarray] = []
-    for table in _decoded_batches(uri, fmt, dataset, options):
-        missing = validation.missing_columns(table.schema, dataset)
-        if missing:
-            raise InputError(
-                "missing_columns", f"{uri} has no column(s) {missing} required for {dataset}; "
-                f"its columns are {table.column_names}", {"missing": missing})
-        result = validation.validate(table, dataset, vcfg, source=uri, row_offset=report.rows)
-        report.rows += table.num_rows
-        report.valid += result.valid.num_rows
-        report.rejected += result.rejected.num_rows
-        for reason, count in result.reason_counts.items():
-            report.rejected_by_reason[reason] = report.rejected_by_reason.get(reason, 0) + count
-        room = max_errors - len(report.errors)
-        if room > 0 and result.rejected.num_rows:
-            head = result.rejected.slice(0, room).select(["row", "reason", "field", "message", "original"])
-            report.errors.extend(head.to_pylist())
-        keys.append(hashing.hash_strings(result.valid.column(key_column)))
-    if keys:
-        all_keys = np.concatenate(keys)
-        report.duplicates = int(len(all_keys) - len(np.unique(all_keys)))
-    return report
-
-
-def _decoded_batches(uri: str, fmt: str, dataset: str, options: storage.StorageOptions) -> Iterator[pa.Table]:
-    """The file as tables: Parquet a row group batch at a time, text formats whole."""
-    if fmt != "parquet":
-        yield formats.decode(storage.read_bytes(uri, options), fmt, dataset)
-        return
-    fs, path = storage.resolve(uri, options)
-    with fs.open_input_file(path) as source:
-        if not formats.looks_like_parquet(source):
-            raise InputError("invalid_parquet", f"{uri} is not a Parquet file (missing PAR1 magic bytes)")
-        try:
-            parquet = pq.ParquetFile(source)
-            if parquet.metadata.num_rows == 0:
-                yield parquet.schema_arrow.empty_table()
-                return
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-                yield pa.Table.from_batches([batch])
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError("invalid_parquet", f"cannot read Parquet {uri}: {exc}") from exc
+    vcfg = cfg.validation.with_window_fixed()  # one time window, however many chunks
+    key = validation.IDENTITY[dataset]
+    tally = ingest.PreparedFile(dataset, keep_rejected=max_errors)
+    kept: list[np.ndarray] = []
+    for chunk in reader.read_file(uri, fmt, dataset, options=options, chunk_rows=chunk_rows, name=uri):
+        validation.require_columns(chunk.table.schema, dataset, source=uri)
+        prepared = ingest.prepare_batch(chunk.table, dataset, vcfg, source=uri, row_offset=chunk.row_offset)
+        tally.add(prepared)
+        kept.append(hashing.hash_strings(prepared.valid.column(key)))
+    _, across_chunks = validation.deduplicate(pa.table({key: np.concatenate(kept) if kept else np.array([], np.uint64)}), dataset)
+    return FileReport(file=uri, dataset=dataset, format=fmt, rows=tally.rows,
+                      valid=tally.accepted + tally.duplicates, rejected=tally.rejected,
+                      rejected_by_reason=dict(tally.reason_counts), duplicates=tally.duplicates + across_chunks,
+                      errors=tally.errors(["row", "reason", "field", "message", "original"]))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recsys_ray import __version__, schemas
+from recsys_ray import __version__, ingest, schemas
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io import formats, layout, storage
 from recsys_ray.io.formats import InputError
@@ -274,11 +274,11 @@ class IngestService:
         body = await self._spool_body(request, tenant, limit)
         try:
             prepared = await asyncio.to_thread(
-                landing.prepare_file, body.path, fmt, dataset, self._cfg.validation,
+                ingest.prepare_file, body.path, fmt, dataset, self._cfg.validation,
                 chunk_rows=self._cfg.serve.upload_chunk_rows, work_dir=None)
         finally:
             body.remove()
-        return JSONResponse(prepared.report(None, []))
+        return JSONResponse(landing.file_report(prepared, None, []))
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -358,7 +358,7 @@ class IngestService:
         return reports
 
     def _prepare_and_land(self, tenant: str, dataset: str, group: list[Submission]) -> list[dict[str, Any]]:
-        prepared = landing.prepare_many([s.table for s in group], dataset, self._cfg.validation)
+        prepared = ingest.prepare_many([s.table for s in group], dataset, self._cfg.validation)
         return landing.land_uploads(prepared, root=self._root, tenant=tenant, dataset=dataset,
                                     options=self._options, claims=[s.claim for s in group])
 
@@ -367,7 +367,7 @@ class IngestService:
         batch_id = new_batch_id()
 
         def prepare_and_land() -> dict[str, Any]:
-            prepared = landing.prepare_file(
+            prepared = ingest.prepare_file(
                 path, fmt, dataset, self._cfg.validation, chunk_rows=self._cfg.serve.upload_chunk_rows,
                 work_dir=self._spool.path, source=upload_id_for(batch_id, 0))
             try:

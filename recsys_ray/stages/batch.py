@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from recsys_ray import schemas, validation
 from recsys_ray.config import ValidationConfig
-from recsys_ray.io import formats
+from recsys_ray.io import formats, reader
 
 _QUARANTINE_PREFIX = "q_"
 
@@ -52,24 +52,21 @@ def validate_table_batch(batch: pa.Table, dataset: str, cfg: ValidationConfig, s
     A source without a column the dataset requires is the wrong file (a catalog
     among interaction files, say), not a file of bad rows: `InputError`.
     """
-    missing = validation.missing_columns(batch.schema, dataset)
-    if missing:
-        raise formats.InputError(
-            "missing_columns", f"{source or 'input'} has no column(s) {missing} required for {dataset} "
-            f"(its columns are {batch.column_names}); is it a file of another dataset?",
-            {"missing": missing, "source": source})
+    validation.require_columns(batch.schema, dataset, source)
     return combine(validation.validate(batch, dataset, cfg, source=source, row_offset=row_offset), dataset)
 
 
 def decode_and_validate_files(batch: pa.Table, dataset: str, fmt: str, cfg: ValidationConfig) -> pa.Table:
-    """Decode whole CSV/JSON/NDJSON files (`bytes`, `path` columns) and validate their rows."""
+    """Decode whole CSV/JSON/NDJSON files (`bytes`, `path` columns, as Ray Data reads them)
+    with the one reader and validate their rows."""
     parts = []
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
         try:
-            table = formats.decode(data, fmt, dataset)
+            chunks = list(reader.read_data(data, fmt, dataset))
         except formats.InputError as exc:
             raise formats.InputError(exc.code, f"{path}: {exc.message}", {**exc.details, "path": path}) from exc
-        parts.append(validate_table_batch(table, dataset, cfg, source=path))
+        parts.extend(validate_table_batch(chunk.table, dataset, cfg, source=path, row_offset=chunk.row_offset)
+                     for chunk in chunks)
     return pa.concat_tables(parts) if parts else combined_schema(dataset).empty_table()
 
 
@@ -96,5 +93,5 @@ def validation_summary(batch: pa.Table) -> pa.Table:
 def unique_events(events: pa.Table) -> pa.Table:
     """Unique events of whole users; `event_id` has done its job here and is
     dropped, so the events the later stages share take less object-store memory."""
-    unique, _ = validation.deduplicate_events(events)
+    unique, _ = validation.deduplicate(events, "interactions")
     return unique.drop_columns(["event_id"])

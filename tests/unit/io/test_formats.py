@@ -82,11 +82,17 @@ def test_parquet_of_consecutive_tables_keeps_order_and_row_groups():
     schema = pa.schema([("user_id", pa.string()), ("n", pa.int64())])
     parts = [pa.table({"user_id": [f"u{i}" for i in range(s, s + 3)], "n": list(range(s, s + 3))}, schema=schema)
              for s in (0, 3, 6)]
-    data = formats.encode_parquet_tables(iter(parts), schema)
+    data = _written(iter(parts), schema)
     assert formats.decode(data, "parquet").equals(pa.concat_tables(parts))
     assert pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups == 3
-    empty = formats.encode_parquet_tables([schema.empty_table()], schema)
+    empty = _written([schema.empty_table()], schema)
     assert formats.decode(empty, "parquet").schema == schema
+
+
+def _written(tables, schema) -> bytes:
+    sink = pa.BufferOutputStream()
+    formats.write_parquet(sink, tables, schema)
+    return sink.getvalue().to_pybytes()
 
 
 def test_input_errors_survive_pickling():

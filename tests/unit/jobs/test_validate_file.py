@@ -69,13 +69,13 @@ def test_dirty_file_reports_reasons_duplicates_and_first_errors(files, capsys, f
     assert "first 10 rejected row(s)" in out.out and "(1,410 unique; 30 repeated events)" in out.out
 
 
-def test_parquet_read_in_batches_counts_like_the_whole_file(files, capsys, monkeypatch):
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_file_read_in_chunks_counts_like_the_whole_file(files, fmt):
     root, _ = files
-    path = str(root / "dirty" / "parquet" / "interactions.parquet")
+    path = str(root / "dirty" / fmt / f"interactions.{fmt}")
     cfg = RecsysConfig(validation={"max_timestamp": "2027-01-01T00:00:00Z"})
     whole = validate_file.validate_file(path, "interactions", cfg, max_errors=1_000)
-    monkeypatch.setattr(validate_file, "PARQUET_BATCH_ROWS", 128)
-    batched = validate_file.validate_file(path, "interactions", cfg, max_errors=1_000)
+    batched = validate_file.validate_file(path, "interactions", cfg, max_errors=1_000, chunk_rows=128)
     assert batched == whole
     assert [e["row"] for e in whole.errors] == sorted(e["row"] for e in whole.errors)
 
