@@ -134,12 +134,53 @@ def item_row_features(windows_days=(7, 30)) -> pa.Schema:
     return pa.schema(fields + list(CATALOG_ATTRIBUTES))
 
 
+def index_columns(history: int = 20) -> pa.Schema:
+    """Vocabulary indices of a training row (see `recsys_ray.stages.vocab`): 0 null, 1 out of vocabulary."""
+    fields = [pa.field(name, pa.int32()) for name in ("user_idx", "item_idx", "item_category_idx", "item_brand_idx")]
+    if history:
+        fields.append(pa.field("history_item_idx", pa.list_(pa.int32())))
+    return pa.schema(fields)
+
+
+# The vocabulary each index column looks its values up in, and the column it indexes.
+INDEXED_COLUMNS: dict[str, tuple[str, str]] = {
+    "user_idx": ("user_id", "user_id"),
+    "item_idx": ("item_id", "item_id"),
+    "item_category_idx": ("item_category", "item_category"),
+    "item_brand_idx": ("item_brand", "item_brand"),
+    "history_item_idx": ("item_id", "history_item_ids"),
+}
+
+
 def training_schema(windows_days=(7, 30), history: int = 20) -> pa.Schema:
     """Columns of a version's train/test shards for the build's window and history options."""
-    return pa.schema([*ROW_KEYS, *user_row_features(windows_days, history), *item_row_features(windows_days)])
+    return pa.schema([*ROW_KEYS, *user_row_features(windows_days, history), *item_row_features(windows_days),
+                      *index_columns(history)])
 
 
 TRAINING = training_schema()
+
+
+def column_tags(field: pa.Field) -> list[str]:
+    """What a training column is to a model: `user_id`, `item_id`, `categorical`, `continuous`,
+    `list`, `target`, `timestamp` (the Merlin-style tags of the manifest's schema)."""
+    name = field.name
+    tags = []
+    if pa.types.is_list(field.type):
+        tags.append("list")
+    if name in ("user_id", "user_idx"):
+        tags.append("user_id")
+    elif name in ("item_id", "item_idx", "history_item_ids", "history_item_idx"):
+        tags.append("item_id")
+    if name == "label":
+        return ["target"]
+    if pa.types.is_timestamp(field.type):
+        return ["timestamp"]
+    if name.endswith("_idx") or name in ("item_category", "item_brand", "history_interaction_types"):
+        tags.append("categorical")
+    elif name.startswith(("user_", "item_")) and (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+        tags.append("continuous")
+    return tags
 
 
 def text_fields(dataset: str | None) -> list[str]:

@@ -18,6 +18,7 @@ Steps, in order (`recsys_ray.build.run` calls them):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -34,11 +35,11 @@ from ray.data import DataContext
 from recsys_ray import schemas, validation
 from recsys_ray.build import inputs
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import VersionWriter, shard_path
+from recsys_ray.build.writer import EVAL_DIR, VersionWriter, shard_path, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
-from recsys_ray.stages import asof, examples, features, split, training_rows
+from recsys_ray.stages import asof, column_stats, eval_set, examples, features, split, training_rows, vocab
 
 log = logging.getLogger(__name__)
 
@@ -271,28 +272,41 @@ def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
 
 
 SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
-                        ("rows", pa.int64()), ("positives", pa.int64())])
+                        ("rows", pa.int64()), ("positives", pa.int64()), ("stats", pa.string())])
+
+
+def continuous_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if "continuous" in schemas.column_tags(f)]
 
 
 def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
-                      item_side: pa.Table | None) -> pa.Table:
+                      item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
     """Write every (split, shard) group of this batch as one Parquet file, item columns joined.
 
     In event mode the batch also holds the shard's item rows (item features as
     of each row's time); in cutoff mode `item_side` is the frozen table of item
     features as of the cutoff. Returns one row per file: split, shard, path,
-    rows, positives.
+    rows, positives and the statistics of its continuous columns (JSON of
+    `column_stats.column_partials`).
     """
     user_part, item_rows = training_rows.split_shard_batch(batch, rows)
-    meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": []}
+    meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": [], "stats": []}
+    continuous = continuous_columns(rows.schema)
     for split_name, shard, shard_rows in examples.shard_groups(user_part):
         items = item_side
         if item_rows is not None:
             items = item_rows.filter(pc.and_(pc.equal(item_rows.column("split"), split_name),
                                              pc.equal(item_rows.column("_shard"), shard)))
         relative = shard_path(split_name, shard)
-        storage.write_tables(storage.join(out, relative), training_rows.finish_shard_chunks(shard_rows, items, rows),
-                             rows.schema, options)
+        partials: list[dict] = []
+
+        def chunks_with_stats():
+            for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
+                partials.append(column_stats.column_partials(chunk, continuous))
+                yield chunk
+
+        storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
+        meta["stats"].append(json.dumps(column_stats.combine_partials(partials)))
         meta["split"].append(split_name)
         meta["shard"].append(shard)
         meta["path"].append(relative)
@@ -302,12 +316,13 @@ def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions
 
 
 def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
-                   catalog: pa.Table | None, writer: VersionWriter,
-                   parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int]]:
+                   catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
+                   parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int], dict[str, dict]]:
     """Label rows with their user columns per user partition and hash them into shards;
     in event mode, send each row's (item, time) and every event through a shuffle by
     item to compute item columns as of each time and on to the same shards; join and
-    write each shard once. Returns the manifest's shard list and label counts."""
+    write each shard once. Returns the manifest's shard list, label counts and the train
+    split's column statistics (`column_stats.combine_partials`, merged in shard order)."""
     total = rows.shards_per_split["train"] + rows.shards_per_split["test"]
     to_shards = events.map_batches(training_rows.user_rows, batch_size=None, batch_format="pyarrow",
                                    fn_kwargs={"options": rows})
@@ -326,17 +341,47 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     written = (
         to_shards.repartition(total, keys=["split", "_shard"])
         .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side})
+                     fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
+                                "vocabularies": vocabularies})
     )
     meta = collect(written)
     log.debug("examples and shards:\n%s", written.stats())
     shards: dict[str, list] = {"train": [], "test": []}
     labels: dict[tuple[str, int], int] = {}
+    train_stats = []
     for row in sorted(meta.to_pylist(), key=lambda r: (r["split"], r["shard"])):
         shards[row["split"]].append({"path": row["path"], "rows": row["rows"]})
         labels[(row["split"], 1)] = labels.get((row["split"], 1), 0) + row["positives"]
         labels[(row["split"], 0)] = labels.get((row["split"], 0), 0) + row["rows"] - row["positives"]
-    return shards, labels
+        if row["split"] == "train":
+            train_stats.append(json.loads(row["stats"]))
+    return shards, labels, column_stats.combine_partials(train_stats)
+
+
+def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | None,
+                 writer: VersionWriter) -> dict[str, pa.Table]:
+    """Each vocabulary from training-window counts summed over the user partitions, written
+    as `vocab/{column}.parquet`; returns them (frozen values the shard writers look up in)."""
+    partials = events.map_batches(vocab.vocab_partials_for_partition, batch_size=None, batch_format="pyarrow",
+                                  fn_kwargs={**_split_kwargs(cutoff_us, b),
+                                             "attributes": vocab.item_attributes(catalog)})
+    combined = vocab.combine_vocab_partials(
+        part for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"))
+    out = {}
+    for column in vocab.VOCABULARY_COLUMNS:
+        out[column] = vocab.make_vocabulary(vocab.column_counts(combined, column), b.min_frequency)
+        writer.write_table(vocabulary_path(column), out[column])
+    return out
+
+
+def write_eval_set(events, cutoff_us: int, b: BuildConfig, candidates: examples.Candidates,
+                   writer: VersionWriter) -> int:
+    """The evaluation set (one row per user with a relevant item) under `eval/`; returns its users."""
+    rows = events.map_batches(eval_set.build_eval_set, batch_size=None, batch_format="pyarrow",
+                              fn_kwargs={**_split_kwargs(cutoff_us, b), "candidates": candidates,
+                                         "negatives": b.eval_negatives, "seed": b.seed}).materialize()
+    writer.write_dataset(EVAL_DIR, rows)
+    return rows.count()
 
 
 def progress_bars_wanted() -> bool:

@@ -71,9 +71,34 @@ class Shard(_Model):
     rows: int
 
 
+class ColumnStats(_Model):
+    """Over the train split's rows: values counted, nulls, mean, population std, min, max (None: no values)."""
+
+    count: int
+    null_count: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
 class Column(_Model):
+    """One training column: its Arrow type, what it is to a model (`schemas.column_tags`), the
+    size of its embedding table (vocabulary indices, reserved ones included) and statistics."""
+
     name: str
     type: str
+    tags: list[str] = Field(default_factory=list)
+    cardinality: int | None = None
+    stats: ColumnStats | None = None
+
+
+class EvalSet(_Model):
+    """The fixed evaluation set (`eval/`): one row per user with a relevant item."""
+
+    path: str
+    users: int
+    sampled_candidates: int
 
 
 class Manifest(_Model):
@@ -93,6 +118,8 @@ class Manifest(_Model):
     features: dict[str, str]
     quarantine: str
     columns: list[Column] = Field(alias="schema")
+    vocabularies: dict[str, str] = Field(default_factory=dict)
+    eval: EvalSet | None = None
     timings_s: dict[str, float]
     # Where the manifest was read from or written to; not stored in the file.
     uri: str | None = Field(default=None, exclude=True)
@@ -102,6 +129,13 @@ class Manifest(_Model):
         if self.uri is None:
             raise ValueError("the manifest's location is unknown")
         return [_under(self.uri, shard.path) for shard in self.shards.get(split, [])]
+
+    def column(self, name: str) -> Column:
+        """The schema entry of column `name`."""
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"the version has no column {name!r}")
 
     def training_schema(self) -> pa.Schema:
         """The Arrow schema of the version's shards (from the build's window and history options)."""

@@ -10,18 +10,18 @@ from typing import Any
 
 from recsys_ray import __version__, schemas
 from recsys_ray.build import dataflow
-from recsys_ray.build.manifest import Column, Counts, Manifest
+from recsys_ray.build.manifest import Column, Counts, EvalSet, Manifest
 from recsys_ray.build.plan import BuildError, BuildPlan, plan_build
 from recsys_ray.build.progress import StageTimer, ray_data_console_for_builds
-from recsys_ray.build.writer import (DAILY_SUMMARY, ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEATURES_DIR,
-                                     VersionWriter)
+from recsys_ray.build.writer import (DAILY_SUMMARY, EVAL_DIR, ITEM_FEATURES_FILE, QUARANTINE_DIR, USER_FEATURES_DIR,
+                                     VersionWriter, vocabulary_path)
 from recsys_ray.config import RecsysConfig
 from recsys_ray.errors import root_cause
 from recsys_ray.io.formats import InputError
 from recsys_ray.report.collect import daily_counts_of
 from recsys_ray.report.writer import BuildSummaries, write_report
 from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
-from recsys_ray.stages import training_rows
+from recsys_ray.stages import column_stats, training_rows, vocab
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,25 @@ def build_training_data(cfg: RecsysConfig, plan: BuildPlan | None = None) -> Man
                 raise cause from None  # a worker's input error, without Ray's wrapping
             raise
         return writer.on_write_complete(manifest)
+
+
+def describe_columns(schema, vocabularies: dict, train_stats: dict) -> list[Column]:
+    """The manifest's schema: each column's type, tags, cardinality (indexed columns and their
+    sources) and, for continuous columns, statistics over the train split."""
+    cardinality = {}
+    for index, (vocabulary, source) in schemas.INDEXED_COLUMNS.items():
+        size = vocab.vocabulary_cardinality(vocabularies[vocabulary])
+        cardinality[index] = size
+        if source != "history_item_ids":
+            cardinality[source] = size
+    cardinality["history_item_ids"] = cardinality["item_idx"]
+    columns = []
+    for field in schema:
+        stats = train_stats.get(field.name)
+        columns.append(Column(name=field.name, type=str(field.type), tags=schemas.column_tags(field),
+                              cardinality=cardinality.get(field.name),
+                              stats=column_stats.finalize(stats) if stats is not None else None))
+    return columns
 
 
 def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifest:
@@ -96,6 +115,10 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         writer.write_table(ITEM_FEATURES_FILE, training_rows.item_feature_table(item_side))
         del summed
 
+    with timer.stage("vocabularies_and_eval"):
+        vocabularies = dataflow.vocabularies(events, cutoff_us, b, catalog, writer)
+        eval_users = dataflow.write_eval_set(events, cutoff_us, b, candidates, writer)
+
     with timer.stage("examples_and_shards"):
         positives = dataflow.positive_counts(events, cutoff_us, b)
         # Each positive brings at most K negatives, so this bounds the rows per split.
@@ -105,8 +128,9 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
             cutoff_us=cutoff_us, strategy=b.split_strategy, positive_types=tuple(b.positive_types),
             candidates=candidates, negatives=b.negatives, seed=b.seed, shards_per_split=shards_per_split,
             feature_time=b.feature_time, windows=b.windows, history=b.history)
-        shard_rows, label_counts = dataflow.write_examples(
-            events, rows, None if b.feature_time == "event" else item_side, catalog, writer, parallelism)
+        shard_rows, label_counts, train_stats = dataflow.write_examples(
+            events, rows, None if b.feature_time == "event" else item_side, catalog, vocabularies, writer,
+            parallelism)
     for name in ("train", "test"):
         counts[f"{name}_positives"] = label_counts.get((name, 1), 0)
         counts[f"{name}_negatives"] = label_counts.get((name, 0), 0)
@@ -132,7 +156,9 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         shards=shard_rows,
         features={"users": USER_FEATURES_DIR, "items": ITEM_FEATURES_FILE},
         quarantine=QUARANTINE_DIR,
-        columns=[Column(name=f.name, type=str(f.type)) for f in schemas.training_schema(b.windows, b.history)],
+        columns=describe_columns(schemas.training_schema(b.windows, b.history), vocabularies, train_stats),
+        vocabularies={column: vocabulary_path(column) for column in vocabularies},
+        eval=EvalSet(path=EVAL_DIR, users=eval_users, sampled_candidates=b.eval_negatives),
         timings_s=timer.seconds,
     )
 

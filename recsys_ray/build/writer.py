@@ -21,12 +21,19 @@ QUARANTINE_DIR = "quarantine"
 USER_FEATURES_DIR = "features/users"
 ITEM_FEATURES_FILE = "features/items.parquet"
 REPORT_FILE = "report.html"
+EVAL_DIR = "eval"
+VOCAB_DIR = "vocab"
 DAILY_SUMMARY = "summaries/daily.parquet"  # events per day and type, for the report
 
 
 def shard_path(split: str, shard: int) -> str:
     """A shard's path relative to the version root."""
     return f"{split}/part-{shard:05d}.parquet"
+
+
+def vocabulary_path(column: str) -> str:
+    """A vocabulary's path relative to the version root."""
+    return f"{VOCAB_DIR}/{column}.parquet"
 
 
 class VersionWriter:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import schemas
-from recsys_ray.stages import asof, features
+from recsys_ray.stages import asof, features, vocab
 from recsys_ray.stages.examples import Candidates, assign_shards, label_examples, order_shard, shard_groups
 from recsys_ray.stages.split import timestamp_micros, train_events
 
@@ -262,10 +262,25 @@ def item_positions(rows: pa.Table, item_side: pa.Table, by_time: bool) -> pa.Arr
     return pa.array(at, mask=at < 0)
 
 
-def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions,
+def with_indices(rows: pa.Table, vocabularies: dict[str, pa.Table]) -> pa.Table:
+    """`rows` with the vocabulary index column of each indexed column it has (`schemas.INDEXED_COLUMNS`)."""
+    for name, (vocabulary, source) in schemas.INDEXED_COLUMNS.items():
+        if source not in rows.column_names:
+            continue
+        values = rows.column(source)
+        if pa.types.is_list(values.type):
+            index = vocab.lookup_list_indices(values, vocabularies[vocabulary])
+        else:
+            index = vocab.lookup_indices(values, vocabularies[vocabulary])
+        rows = rows.append_column(name, index)
+    return rows
+
+
+def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions, vocabularies: dict[str, pa.Table],
                         chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
     """One shard's user rows (with `_shard`/`_order`) in their final order, with the item
-    columns joined, as consecutive `options.schema` tables of at most `chunk_rows` rows.
+    columns joined and the vocabulary indices added, as consecutive `options.schema`
+    tables of at most `chunk_rows` rows.
 
     Item columns are looked up once for the shard and joined a slice at a time,
     so a writer never holds the whole wide shard. Always yields at least one
@@ -281,12 +296,22 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
         looked_up = item_side.select(item_columns).take(positions.slice(start, length))
         for name in item_columns:
             chunk = chunk.append_column(looked_up.schema.field(name), looked_up.column(name))
-        yield chunk.select(schema.names).cast(schema)
+        yield with_indices(chunk, vocabularies).select(schema.names).cast(schema)
+
+
+def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOptions,
+                    min_frequency: int = 1) -> dict[str, pa.Table]:
+    """Every vocabulary of a snapshot held in one batch (training-window counts)."""
+    partials = vocab.vocab_partials(train_events(events, **options.split_kwargs), vocab.item_attributes(catalog))
+    combined = vocab.combine_vocab_partials(partials)
+    return {column: vocab.make_vocabulary(vocab.column_counts(combined, column), min_frequency)
+            for column in vocab.VOCABULARY_COLUMNS}
 
 
 def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptions) -> pa.Table:
     """Every training row of a snapshot held in one batch (all events of every user and item),
     sorted by split, shard and shard order: what the distributed build writes, concatenated."""
+    vocabularies = vocabularies_of(events, catalog, options)
     users = user_rows(events, options)
     if options.feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(events).rename_columns(["user_id", "timestamp"])))
@@ -304,5 +329,5 @@ def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptio
             first = shard.slice(0, 1).to_pylist()[0]
             shard_items = item_side.filter(pc.and_(pc.equal(item_side.column("split"), first["split"]),
                                                    pc.equal(item_side.column("_shard"), first["_shard"])))
-        parts.extend(finish_shard_chunks(shard, shard_items, options))
+        parts.extend(finish_shard_chunks(shard, shard_items, options, vocabularies))
     return pa.concat_tables(parts) if parts else options.schema.empty_table()

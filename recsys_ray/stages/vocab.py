@@ -181,3 +181,11 @@ def _single_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     return values
+
+
+def vocab_partials_for_partition(events: pa.Table, *, cutoff_us: int, strategy: str,
+                                 positive_types: tuple[str, ...], attributes: pa.Table) -> pa.Table:
+    """`vocab_partials` of the training-window events of a batch holding whole users."""
+    from recsys_ray.stages.split import train_events
+
+    return vocab_partials(train_events(events, cutoff_us, strategy, positive_types), attributes)

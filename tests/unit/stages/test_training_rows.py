@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from recsys_ray import schemas
-from recsys_ray.stages import asof, examples, features, training_rows
+from recsys_ray.stages import asof, examples, features, training_rows, vocab
 from recsys_ray.stages.split import timestamp_micros
 from tests.unit.stages import test_asof_properties as brute
 from tests.unit.stages.test_examples import CUTOFF_US, EVENTS, POSITIVE, UNIFORM, at
@@ -46,6 +46,10 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
     user_of = batch_of(events.column("user_id"), user_batches)
     user_parts = [events.filter(pa.array(user_of == b)) for b in range(user_batches)]
     rows = [training_rows.user_rows(part, opts) for part in user_parts]
+    combined = vocab.combine_vocab_partials(
+        vocab.vocab_partials_for_partition(part, attributes=vocab.item_attributes(catalog), **opts.split_kwargs)
+        for part in user_parts)
+    vocabs = {column: vocab.make_vocabulary(vocab.column_counts(combined, column)) for column in vocab.VOCABULARY_COLUMNS}
     to_shards = list(rows)
     if opts.feature_time == "event":
         first_seen = np.sort(np.concatenate([timestamp_micros(asof.user_first_seen(p).rename_columns(
@@ -72,7 +76,7 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
             mine = everything.filter(pc.and_(pc.equal(everything.column("split"), split_name),
                                              pc.equal(everything.column("_shard"), shard)))
             user_part, items = training_rows.split_shard_batch(mine, opts)
-            out.extend(training_rows.finish_shard_chunks(user_part, item_side if items is None else items, opts,
+            out.extend(training_rows.finish_shard_chunks(user_part, item_side if items is None else items, opts, vocabs,
                                                          chunk_rows=5))
     return pa.concat_tables(out)
 
@@ -239,10 +243,27 @@ def test_shard_chunks_join_slices_to_the_whole_shard():
     items = training_rows.item_rows(pa.concat_tables([training_rows.item_events(EVENTS),
                                                       training_rows.item_queries(EVENTS, opts)]),
                                     windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen)
-    whole = pa.concat_tables(training_rows.finish_shard_chunks(part, items, opts))
-    chunks = list(training_rows.finish_shard_chunks(part, items, opts, chunk_rows=7))
+    vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
+    whole = pa.concat_tables(training_rows.finish_shard_chunks(part, items, opts, vocabs))
+    chunks = list(training_rows.finish_shard_chunks(part, items, opts, vocabs, chunk_rows=7))
     assert [c.num_rows for c in chunks][:-1] == [7] * (len(chunks) - 1)
     assert pa.concat_tables(chunks).equals(whole) and whole.num_rows == part.num_rows
     assert whole["item_total_interactions"].null_count == 0
-    empty = list(training_rows.finish_shard_chunks(part.slice(0, 0), items, opts))
+    empty = list(training_rows.finish_shard_chunks(part.slice(0, 0), items, opts, vocabs))
     assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == opts.schema
+
+
+def test_index_columns_agree_with_the_vocabularies():
+    opts = options()
+    rows = training_rows.one_batch_rows(EVENTS, CATALOG, opts)
+    vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
+    index = {column: dict(zip(v["value"].to_pylist(), v["index"].to_pylist())) for column, v in vocabs.items()}
+    for row in rows.to_pylist():
+        assert row["user_idx"] == index["user_id"].get(row["user_id"], 1)
+        assert row["item_idx"] == index["item_id"].get(row["item_id"], 1)
+        category = row["item_category"]
+        assert row["item_category_idx"] == (0 if category is None else index["item_category"].get(category, 1))
+        assert row["history_item_idx"] == [index["item_id"].get(i, 1) for i in row["history_item_ids"]]
+    # items with no training event (only test events, or only drawn as negatives) map to 1
+    test_only_items = {r["item_id"] for r in rows.to_pylist()} - set(index["item_id"])
+    assert test_only_items and all(r["item_idx"] == 1 for r in rows.to_pylist() if r["item_id"] in test_only_items)
