@@ -41,33 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--test-fraction", type=float, help="share of events at or after the cutoff (default 0.1)")
     opt.add_argument("--cutoff", help="explicit ISO-8601 cutoff instead of --test-fraction")
     opt.add_argument("--parallelism", type=int, help="blocks per stage (default: automatic)")
-    parser.add_argument("--address", help="Ray address (default: the current cluster, or a new local one)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, as in a Ray job, else a "
+                                          "new local Ray of its own)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
-def config_from_args(args: argparse.Namespace):
-    from recsys_ray.config import RecsysConfig
+# The config key each flag sets: every build option, and the storage root.
+FLAGS = {"storage.root": "--root", **{f"build.{name}": "--" + name.replace("_", "-") for name in (
+    "interactions", "items", "tenant", "out", "version", "shards", "rows_per_shard", "seed", "negatives",
+    "sampling", "popularity_alpha", "positive_types", "split_strategy", "test_fraction", "cutoff", "parallelism")}}
 
-    build: dict[str, Any] = {
-        "interactions": args.interactions,
-        "items": args.items,
-        "tenant": args.tenant,
-        "out": args.out,
-        "version": args.version,
-        "shards": args.shards,
-        "rows_per_shard": args.rows_per_shard,
-        "seed": args.seed,
-        "negatives": args.negatives,
-        "sampling": args.sampling,
-        "popularity_alpha": args.popularity_alpha,
-        "positive_types": args.positive_types,
-        "split_strategy": args.split_strategy,
-        "test_fraction": args.test_fraction,
-        "cutoff": args.cutoff,
-        "parallelism": args.parallelism,
-    }
-    return RecsysConfig.load(args.config, storage={"root": args.root}, build=build)
+
+def config_from_args(args: argparse.Namespace):
+    """The build's RecsysConfig; a bad flag or file raises `recsys_ray.cli.UsageError`."""
+    from recsys_ray.cli import load_config
+
+    return load_config(args, FLAGS)
 
 
 def summarize(manifest: dict[str, Any]) -> str:
@@ -96,16 +86,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    from pydantic import ValidationError
-
     from recsys_ray.io.formats import InputError
     from recsys_ray.pipeline import BuildError, build_training_data
 
-    try:
-        cfg = config_from_args(args)
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"error: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
     from recsys_ray.runtime import ensure_ray
@@ -138,6 +122,6 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.build", description=HELP)
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    from recsys_ray.cli import run_command
+
+    sys.exit(run_command(sys.modules[__name__], sys.argv[1:], "python -m recsys_ray.jobs.build"))
