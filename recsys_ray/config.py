@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys_ray.schemas import INTERACTION_TYPES
@@ -316,3 +316,51 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class _AppArgsBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_dotted_keys(cls, data: Any) -> Any:
+        """`{"kafka.group_id": "g"}` (from `serve run ... kafka.group_id=g`) as `{"kafka": {"group_id": "g"}}`."""
+        if not isinstance(data, dict):
+            return data
+        nested: dict[str, Any] = {}
+        for key, value in data.items():
+            section, dot, name = str(key).partition(".")
+            if dot and name:
+                part = nested.setdefault(section, {})
+                if not isinstance(part, dict):
+                    raise ValueError(f"{key!r} sets a field of {section!r}, which is not a section")
+                part[name] = value
+            elif isinstance(value, dict) and isinstance(nested.get(key), dict):
+                nested[key] = _deep_merge(value, nested[key])
+            else:
+                nested[key] = value
+        return nested
+
+    def to_config(self) -> RecsysConfig:
+        """The RecsysConfig: the config file, then the environment, then the sections given here."""
+        sections = {name: getattr(self, name) for name in RecsysConfig.model_fields}
+        return RecsysConfig.load(self.config_file, **sections)
+
+
+ServeAppArgs = create_model(
+    "ServeAppArgs",
+    __base__=_AppArgsBase,
+    __doc__="""The `args` of a Serve application built from the configuration, typed.
+
+    Both Serve builders take it (`recsys_ray.serve.app:build_app`, the ingestion
+    service, and `recsys_ray.kafka.deployment:build_app`, the consumer).
+    `config_file` is a RecsysConfig YAML file; every other key is a section of
+    RecsysConfig (one field each, made from `RecsysConfig.model_fields`) that
+    overrides the file and the `RECSYS_*` environment, e.g.
+    `storage: {root: s3://bucket/recsys}`, or a dotted key that sets one field,
+    e.g. `kafka.bootstrap_servers: broker:9092`. `to_config()` builds the config.
+    """,
+    **{name: (dict[str, Any] | None, None) for name in RecsysConfig.model_fields},
+)

@@ -204,6 +204,15 @@ def required_columns(dataset: str) -> tuple[str, ...]:
     return INTERACTIONS_REQUIRED if dataset == "interactions" else ITEMS_REQUIRED
 
 
+def _any_case_pattern(words: tuple[str, ...]) -> str:
+    """An ECMA-262 regex (JSON Schema's dialect, which has no case-insensitive flag) that
+    matches any of `words` in any case, with optional surrounding whitespace."""
+    def any_case(word: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+    return r"^\s*(" + "|".join(any_case(w) for w in words) + r")\s*$"
+
+
 def json_schema(dataset: str, *, max_id_length: int = 128) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one input record of `dataset`."""
     id_field = {"type": "string", "minLength": 1, "maxLength": max_id_length}
@@ -213,8 +222,9 @@ def json_schema(dataset: str, *, max_id_length: int = 128) -> dict[str, Any]:
             "item_id": id_field,
             "interaction_type": {
                 "type": "string",
-                "description": "Case-insensitive; stored lower-case",
-                "enum": [c for t in INTERACTION_TYPES for c in {t, t.upper()}],
+                "description": f"One of {', '.join(INTERACTION_TYPES)}, in any case and with surrounding "
+                               "whitespace, as the service accepts it; stored lower-case and trimmed",
+                "pattern": _any_case_pattern(INTERACTION_TYPES),
             },
             "timestamp": {
                 "description": "UTC event time: ISO-8601 string, or epoch seconds or milliseconds",

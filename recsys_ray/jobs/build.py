@@ -49,36 +49,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     feat.add_argument("--windows", help="comma-separated windows for user_events_{N}d / item_events_{N}d "
                       "(default 7d,30d; empty for none)")
     feat.add_argument("--history", type=int, help="the user's last N events as history lists (default 20; 0: none)")
-    parser.add_argument("--address", help="Ray address (default: the current cluster, or a new local one)")
+    feat.add_argument("--min-frequency", type=int, help="vocabulary values counted fewer times in the training "
+                      "window map to index 1, out of vocabulary (default 1)")
+    feat.add_argument("--eval-negatives", type=int, help="sampled candidates per user in the evaluation set "
+                      "(default 100)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, as in a Ray job, else a "
+                                          "new local Ray of its own)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no progress bars or stage lines)")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
-def config_from_args(args: argparse.Namespace):
-    from recsys_ray.config import RecsysConfig
+# The config key each flag sets: every build option, and the storage root.
+FLAGS = {"storage.root": "--root", **{f"build.{name}": "--" + name.replace("_", "-") for name in (
+    "interactions", "items", "tenant", "out", "version", "shards", "rows_per_shard", "seed", "negatives",
+    "sampling", "popularity_alpha", "positive_types", "split_strategy", "test_fraction", "cutoff", "parallelism",
+    "feature_time", "windows", "history", "min_frequency", "eval_negatives")}}
 
-    build: dict[str, Any] = {
-        "interactions": args.interactions,
-        "items": args.items,
-        "tenant": args.tenant,
-        "out": args.out,
-        "version": args.version,
-        "shards": args.shards,
-        "rows_per_shard": args.rows_per_shard,
-        "seed": args.seed,
-        "negatives": args.negatives,
-        "sampling": args.sampling,
-        "popularity_alpha": args.popularity_alpha,
-        "positive_types": args.positive_types,
-        "split_strategy": args.split_strategy,
-        "test_fraction": args.test_fraction,
-        "cutoff": args.cutoff,
-        "parallelism": args.parallelism,
-        "feature_time": args.feature_time,
-        "windows": args.windows,
-        "history": args.history,
-    }
-    return RecsysConfig.load(args.config, storage={"root": args.root}, build=build)
+
+def config_from_args(args: argparse.Namespace):
+    """The build's RecsysConfig; a bad flag or file raises `recsys_ray.cli.UsageError`."""
+    from recsys_ray.cli import load_config
+
+    return load_config(args, FLAGS)
 
 
 def summarize(manifest) -> str:
@@ -109,16 +101,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    from pydantic import ValidationError
-
     from recsys_ray.build.plan import BuildError, plan_build
     from recsys_ray.io.formats import InputError
 
-    try:
-        cfg = config_from_args(args)
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"error: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
     try:
         plan = plan_build(cfg)  # input mistakes are reported before Ray is imported or started
     except BuildError as exc:
@@ -145,6 +131,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.build", description=HELP)
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    from recsys_ray.cli import run_command
+
+    sys.exit(run_command(sys.modules[__name__], sys.argv[1:], "python -m recsys_ray.jobs.build"))

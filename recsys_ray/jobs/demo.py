@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     from recsys_ray import synthetic
-    from recsys_ray.config import RecsysConfig
+    from recsys_ray.cli import load_config
     from recsys_ray.io import storage
     from recsys_ray.jobs.build import summarize
     from recsys_ray.jobs.generate import write_synthetic
@@ -49,11 +49,9 @@ def main(args: argparse.Namespace) -> int:
     )
     print(generated.text())
     show_on_stderr()
-    cfg = RecsysConfig.load(
-        storage={"root": root},
-        build={"interactions": generated.files["interactions"], "items": generated.files["items"],
-               "tenant": "demo", "version": args.version, "seed": args.seed},
-    )
+    cfg = load_config(args, {"build.version": "--version", "build.seed": "--seed"}, storage={"root": root},
+                      build={"interactions": generated.files["interactions"], "items": generated.files["items"],
+                             "tenant": "demo"})
     manifest = build_training_data(cfg)
     print(summarize(manifest))
     print(f"done in {time.perf_counter() - started:.1f}s; read it with "

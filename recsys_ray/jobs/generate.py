@@ -206,10 +206,10 @@ def _json_values(column: pa.Array) -> pa.Array:
 def main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from recsys_ray.config import RecsysConfig
+    from recsys_ray.cli import UsageError, describe_validation_error, load_config
 
+    recsys = load_config(args)
     try:
-        recsys = RecsysConfig.load(args.config)
         cfg = synthetic.SyntheticConfig(
             users=args.users, items=args.items, interactions=args.interactions, seed=args.seed,
             user_skew=args.user_skew, item_skew=args.item_skew, end=args.end, days=args.days,
@@ -217,9 +217,9 @@ def main(args: argparse.Namespace) -> int:
             max_id_length=recsys.validation.max_id_length, chunk_rows=args.chunk_rows,
             taste_groups=args.taste_groups, taste_strength=args.taste_strength, taste_drift=args.taste_drift,
         )
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"error: invalid arguments: {exc}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc, {name: "--" + name.replace("_", "-")
+                                                         for name in synthetic.SyntheticConfig.model_fields}))
     _, latest = recsys.validation.time_range()
     if cfg.end > latest:
         print(f"warning: --end {cfg.end.isoformat()} is later than the validator accepts "
@@ -239,6 +239,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.generate", description=HELP)
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    from recsys_ray.cli import run_command
+
+    sys.exit(run_command(sys.modules[__name__], sys.argv[1:], "python -m recsys_ray.jobs.generate"))

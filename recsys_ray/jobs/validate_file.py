@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import ValidationError
 
 from recsys_ray import hashing, ingest, validation
 from recsys_ray.config import RecsysConfig
@@ -117,11 +116,9 @@ def validate_file(uri: str, dataset: str, cfg: RecsysConfig, fmt: str | None = N
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = RecsysConfig.load(args.config)
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"error: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+    from recsys_ray.cli import load_config
+
+    cfg = load_config(args)
     try:
         report = validate_file(args.file, args.dataset, cfg, args.format, max_errors=max(args.errors, 0))
     except InputError as exc:
@@ -139,6 +136,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m recsys_ray.jobs.validate_file", description=HELP)
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    from recsys_ray.cli import run_command
+
+    sys.exit(run_command(sys.modules[__name__], sys.argv[1:], "python -m recsys_ray.jobs.validate_file"))

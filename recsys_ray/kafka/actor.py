@@ -1,7 +1,7 @@
 """The consumer on Ray: one async actor per consumer-group member.
 
-Each `KafkaConsumerActor` runs one `KafkaIngestLoop` on its event loop; landing
-runs in the actor's worker threads. Actors are created with `max_restarts`, so
+Each `KafkaConsumerActor` hosts one consumer-group member (`KafkaLoopHost`) on
+its event loop; landing runs in the actor's worker threads. Actors are created with `max_restarts`, so
 when one's process dies (a node lost, SIGKILL, `ray.kill(..., no_restart=False)`)
 Ray starts it again with the same config and it resumes from the group's
 committed offsets and the batch ledger. `supervise` watches their health and
@@ -11,7 +11,6 @@ restarts an actor whose loop died or whose broker stayed unreachable;
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -21,8 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from recsys_ray.config import RecsysConfig
-from recsys_ray.kafka.consumer import KafkaIngestLoop, LoopFailed
-from recsys_ray.kafka.metrics import export_forever
+from recsys_ray.kafka.host import KafkaLoopHost
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +31,17 @@ class KafkaConsumerActor:
 
     async def __init__(self, cfg: RecsysConfig, member: str) -> None:
         logging.basicConfig(level=logging.INFO)
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
-        self._loop = KafkaIngestLoop(cfg, member=member)
-        self._loop.start()
-        self._metrics = asyncio.get_running_loop().create_task(export_forever(self._loop))
+        self._host = KafkaLoopHost(cfg, member)
 
     async def health(self) -> dict[str, Any]:
-        return self._loop.health()
+        return self._host.health()
 
     async def snapshot(self) -> dict[str, Any]:
-        return self._loop.snapshot()
+        return self._host.snapshot()
 
     async def stop(self) -> dict[str, Any]:
         """Land and commit what is buffered, leave the group; returns the final snapshot."""
-        try:
-            await self._loop.stop()
-        except LoopFailed:
-            pass  # already reported by health(); the snapshot says why
-        self._metrics.cancel()
-        return self._loop.snapshot()
+        return await self._host.stop()
 
 
 def start_consumers(cfg: RecsysConfig, *, max_restarts: int = -1) -> list[ray.actor.ActorHandle]:

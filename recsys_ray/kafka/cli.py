@@ -1,4 +1,9 @@
-"""`recsys-ray consume`: run the Kafka consumer on Ray until SIGTERM/SIGINT."""
+"""`recsys-ray consume`: run the Kafka consumer on Ray until SIGTERM/SIGINT.
+
+On the first signal every consumer lands and commits what it holds and leaves
+the group; then the command exits as stopped by that signal (status 143 for
+SIGTERM). A second signal stops it at once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -41,46 +45,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, metavar="N", help="consumer actors in the group (default 1)")
     parser.add_argument("--replica-cpus", type=float, help="CPUs reserved per consumer actor (default 0.25)")
     parser.add_argument("--config", metavar="FILE.yaml", help="configuration file (flags override it)")
-    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, or the cluster "
-                                          "started with `ray start`, else a new local one)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local "
+                                          "Ray of its own)")
     parser.add_argument("--max-restarts", type=int, default=-1,
                         help="restarts Ray grants each consumer actor (default -1: unlimited)")
     parser.add_argument("--health-period", type=float, default=5.0, metavar="S",
                         help="seconds between health checks (default 5)")
 
 
-def _pairs(values: list[str] | None, what: str) -> dict[str, str] | None:
+# The config key each flag sets (flag values are read from the parsed arguments).
+FLAGS = {
+    "storage.root": "--root",
+    "kafka.bootstrap_servers": "--bootstrap-servers",
+    "kafka.topics": "--topics",
+    "kafka.group_id": "--group",
+    "kafka.default_tenant": "--tenant",
+    "kafka.allowed_tenants": "--allowed-tenants",
+    "kafka.max_batch_records": "--max-batch-records",
+    "kafka.max_batch_seconds": "--max-batch-seconds",
+    "kafka.num_replicas": "--replicas",
+    "kafka.replica_cpus": "--replica-cpus",
+}
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str] | None:
+    from recsys_ray.cli import UsageError
+
     if not values:
         return None
     out = {}
     for value in values:
         key, sep, target = value.partition("=")
         if not sep or not key or not target:
-            raise ValueError(f"{what} must look like TOPIC=VALUE, got {value!r}")
+            raise UsageError(f"{flag} must look like TOPIC=VALUE, got {value!r}")
         out[key.strip()] = target.strip()
     return out
 
 
 def config_from_args(args: argparse.Namespace):
-    from recsys_ray.config import RecsysConfig
+    """The command's RecsysConfig; a bad flag or file raises `recsys_ray.cli.UsageError`."""
+    from recsys_ray.cli import UsageError, load_config
+    from recsys_ray.kafka.messages import topic_routes
 
-    return RecsysConfig.load(
-        args.config,
-        storage={"root": args.root},
-        kafka={
-            "bootstrap_servers": args.bootstrap_servers,
-            "topics": args.topics,
-            "group_id": args.group,
-            "default_tenant": args.tenant,
-            "topic_tenants": _pairs(args.topic_tenant, "--topic-tenant"),
-            "topic_datasets": _pairs(args.topic_dataset, "--topic-dataset"),
-            "allowed_tenants": args.allowed_tenants,
-            "max_batch_records": args.max_batch_records,
-            "max_batch_seconds": args.max_batch_seconds,
-            "num_replicas": args.replicas,
-            "replica_cpus": args.replica_cpus,
-        },
-    )
+    cfg = load_config(args, FLAGS, kafka={"topic_tenants": _pairs(args.topic_tenant, "--topic-tenant"),
+                                          "topic_datasets": _pairs(args.topic_dataset, "--topic-dataset")})
+    if not cfg.kafka.bootstrap_servers:
+        raise UsageError("no Kafka brokers: give --bootstrap-servers or set RECSYS_KAFKA_BOOTSTRAP_SERVERS")
+    try:
+        topic_routes(cfg.kafka)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return cfg
 
 
 def _print_status(statuses: list[dict[str, Any]]) -> None:
@@ -93,33 +108,23 @@ def _print_status(statuses: list[dict[str, Any]]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pydantic import ValidationError
+    cfg = config_from_args(args)
 
-    from recsys_ray.kafka.messages import topic_routes
-
-    try:
-        cfg = config_from_args(args)
-        if not cfg.kafka.bootstrap_servers:
-            raise ValueError("no Kafka brokers: give --bootstrap-servers or set RECSYS_KAFKA_BOOTSTRAP_SERVERS")
-        topic_routes(cfg.kafka)
-    except (ValueError, ValidationError) as exc:
-        print(f"recsys-ray consume: {exc}", file=sys.stderr)
-        return 2
-
-    import ray
-
+    from recsys_ray.cli import Stopped
     from recsys_ray.kafka.actor import start_consumers, stop_consumers, supervise
+    from recsys_ray.runtime import FOR_SERVICE, ensure_ray
 
     stop = threading.Event()
+    stopped_by: list[int] = []
 
     def request_stop(signum, _frame):
         if stop.is_set():
-            raise KeyboardInterrupt  # a second signal: stop now
+            raise Stopped(signum)  # a second signal: stop now
         log.info("%s received: landing and committing what is buffered", signal.Signals(signum).name)
+        stopped_by.append(signum)
         stop.set()
 
-    ray.init(address=args.address)
-    # After ray.init, which installs handlers of its own.
+    ensure_ray(args.address, profile=FOR_SERVICE)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     actors = start_consumers(cfg, max_restarts=args.max_restarts)
@@ -128,5 +133,7 @@ def main(args: argparse.Namespace) -> int:
              len(actors), cfg.storage.root)
     code = supervise(actors, stop, args.health_period, on_status=_print_status)
     results = stop_consumers(actors)
-    print(json.dumps({"consumers": results}, default=str))
+    print(json.dumps({"consumers": results}, default=str), flush=True)
+    if code == 0 and stopped_by:
+        raise Stopped(stopped_by[0])  # everything landed and committed: exit as stopped by the signal
     return code

@@ -7,9 +7,10 @@ land those messages again under other names. So before writing a batch the
 consumer records its range here, one small JSON object per (group, topic,
 partition), and a consumer that is assigned the partition later re-creates
 exactly that batch first (same messages, same names), replacing the objects
-instead of duplicating them. Events keep their Kafka-derived `event_id` too, so
-the batch build's one-row-per-event rule covers what no ledger can (a consumer
-that lost its partition but still writes).
+instead of duplicating them. Events keep their `event_id` too (explicit or
+content-derived, never from offsets), so the batch build's one-row-per-event
+rule covers what no ledger can (a consumer that lost its partition but still
+writes).
 
     {root}/_kafka/{group}/{topic}/{partition}.json   {"first": F, "last": L}
 

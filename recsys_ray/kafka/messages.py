@@ -2,9 +2,11 @@
 
 A micro-batch holds messages of one topic partition in offset order; each
 message is one JSON event. `prepare_partition_batch` decodes the payloads,
-resolves every message's tenant, gives interactions without an `event_id` one
-derived from their Kafka coordinates, and validates the rows with
-`recsys_ray.ingest.prepare_batch`, exactly as HTTP and the batch build do. It
+resolves every message's tenant and validates the rows with
+`recsys_ray.ingest.prepare_batch`, exactly as HTTP and the batch build do: an
+interaction without an `event_id` gets the same content-derived id on every
+channel (`validation.fill_event_ids`), so a producer's retry of an event,
+landed at another offset, is the same event. It
 returns one `PreparedBatch` per tenant whose rejected rows include the dead
 letters: payloads that are not JSON objects and messages that name no valid
 tenant. Every rejected row carries its Kafka coordinates
@@ -139,15 +141,8 @@ def object_name(topic: str, partition: int, first: int, last: int) -> str:
 
 
 def coordinates(topic: str, partition: int, offset: int) -> str:
-    """`kafka:{topic}:{partition}:{offset}`: a message's identity, as event id and dead-letter source."""
+    """`kafka:{topic}:{partition}:{offset}`: where a message was read, its dead letter's `source`."""
     return f"kafka:{topic}:{partition}:{offset}"
-
-
-def _event_id_prefix(topic: str, partition: int, max_length: int) -> str:
-    prefix = f"kafka:{topic}:{partition}:"
-    if len(prefix) + 19 > max_length:
-        prefix = f"kafka:{_topic_digest(topic)}:{partition}:"
-    return prefix
 
 
 def _topic_digest(topic: str) -> str:
@@ -311,14 +306,10 @@ def prepare_partition_batch(
     """Decode, route and validate one partition's batch: one PreparedBatch per tenant."""
     dataset = route.dataset
     decoded = decode_payloads(batch.values, dataset)
-    offsets = np.asarray(batch.offsets, dtype=np.int64)
     table = decoded.table
     n = table.num_rows
 
     tenants, reasons = _resolve_tenants(decoded, route)
-    if dataset == "interactions":
-        prefix = _event_id_prefix(batch.topic, batch.partition, cfg.max_id_length)
-        table = _with_coordinate_event_ids(table, offsets[decoded.index], prefix)
 
     refused = [(int(decoded.index[row]), reasons[row], MESSAGE_REJECT_REASONS[reasons[row]])
                for row in np.flatnonzero(reasons != None)]  # noqa: E711 (object array)
@@ -382,26 +373,6 @@ def _tenant_problem(tenant: str, allowed: frozenset[str]) -> str | None:
     if allowed and tenant not in allowed:
         return "unknown_tenant"
     return None
-
-
-def _with_coordinate_event_ids(table: pa.Table, offsets: np.ndarray, prefix: str) -> pa.Table:
-    """Give rows without an event_id the id `kafka:{topic}:{partition}:{offset}`.
-
-    A re-delivered message gets the same id (one event); two messages with the
-    same content get different ids (two events).
-    """
-    derived = pc.binary_join_element_wise(prefix, pc.cast(pa.array(offsets, pa.int64()), pa.string()), "")
-    if "event_id" not in table.column_names:
-        return table.append_column("event_id", derived)
-    column = table.column("event_id").combine_chunks()
-    if pa.types.is_null(column.type) or pa.types.is_integer(column.type):
-        column = column.cast(pa.string())
-    if not _is_text_or_null(column.type):
-        return table  # not ids at all: validation rejects them
-    column = column.cast(pa.string())
-    blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0), True)
-    index = table.column_names.index("event_id")
-    return table.set_column(index, "event_id", pc.if_else(blank, derived, column))
 
 
 def _quarantine_rows(batch: PartitionBatch, dataset: str, positions: np.ndarray, reasons: list[str],

@@ -26,14 +26,13 @@ import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys_ray import __version__, ingest, schemas
-from recsys_ray.config import RecsysConfig
+from recsys_ray.config import RecsysConfig, ServeAppArgs
 from recsys_ray.io import formats, layout, storage
 from recsys_ray.io.formats import InputError
 from recsys_ray.serve import auth, bodies, landing
@@ -474,27 +473,9 @@ def _file_format(request: Request, explicit: Optional[str], default: Optional[st
 # ---- application builders --------------------------------------------------------------------
 
 
-class ServeAppArgs(BaseModel):
-    """The `args` of the application in a Serve config file.
-
-    `config_file` is a RecsysConfig YAML file; the other keys are config sections
-    that override it (and the environment), e.g. `storage: {root: s3://bucket/recsys}`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    config_file: Optional[str] = None
-    storage: Optional[dict[str, Any]] = None
-    validation: Optional[dict[str, Any]] = None
-    api: Optional[dict[str, Any]] = None
-    kafka: Optional[dict[str, Any]] = None
-    serve: Optional[dict[str, Any]] = None
-
-
 def build_app(args: ServeAppArgs) -> Application:
     """Typed Serve application builder: `import_path: recsys_ray.serve.app:build_app`."""
-    sections = {name: getattr(args, name) for name in ("storage", "validation", "api", "kafka", "serve")}
-    return ingest_application(RecsysConfig.load(args.config_file, **sections))
+    return ingest_application(args.to_config())
 
 
 def ingest_application(cfg: RecsysConfig) -> Application:

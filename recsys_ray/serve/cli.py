@@ -2,7 +2,8 @@
 
 A convenience wrapper around what `serve run deploy/serve_config.yaml` does:
 connect to (or start) Ray, start Serve's HTTP listener, deploy the application
-built from the config, and keep serving until interrupted.
+built from the config, and keep serving until SIGTERM or Ctrl-C, which delete
+the application (it would outlive the command on a cluster it joined).
 """
 
 from __future__ import annotations
@@ -22,31 +23,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (default 8000)")
     parser.add_argument("--replicas", type=int, help="number of service replicas")
     parser.add_argument("--replica-cpus", type=float, help="CPUs reserved per replica (default 0.5)")
-    parser.add_argument("--address", help="Ray cluster address (default: the running cluster, else a local one)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local "
+                                          "Ray of its own)")
     parser.add_argument("--name", default=APPLICATION_NAME, help="Serve application name")
     parser.add_argument("--no-wait", action="store_true", help="deploy and return instead of serving until Ctrl-C")
 
 
+FLAGS = {
+    "storage.root": "--storage-root",
+    "serve.host": "--host",
+    "serve.port": "--port",
+    "serve.num_replicas": "--replicas",
+    "serve.replica_cpus": "--replica-cpus",
+}
+
+
 def main(args: argparse.Namespace) -> int:
-    import ray
+    from recsys_ray.cli import Stopped, load_config
+
+    cfg = load_config(args, FLAGS)
+
     from ray import serve
 
-    from recsys_ray.config import RecsysConfig
+    from recsys_ray.runtime import FOR_SERVICE, ensure_ray
     from recsys_ray.serve.app import ingest_application
 
-    cfg = RecsysConfig.load(
-        args.config,
-        storage={"root": args.storage_root},
-        serve={"host": args.host, "port": args.port, "num_replicas": args.replicas,
-               "replica_cpus": args.replica_cpus},
-    )
-    if args.address:
-        ray.init(address=args.address)
-    else:
-        try:
-            ray.init(address="auto")
-        except ConnectionError:
-            ray.init()
+    ensure_ray(args.address, profile=FOR_SERVICE)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(ingest_application(cfg), name=args.name, route_prefix=cfg.serve.route_prefix)
     print(f"{args.name} is serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} "
@@ -56,6 +58,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.delete(args.name)
-    return 0
+    except (KeyboardInterrupt, Stopped):
+        serve.delete(args.name)  # on a cluster that outlives this command, take the application down
+        raise

@@ -6,6 +6,12 @@ Each tower adds a hashed-id embedding to a projection of its numeric features
 (`recsys_ray.train.features`); the score is their dot product plus a linear
 term over all features, trained with binary cross-entropy on the build's labels
 (positives and sampled negatives). Needs the `train` extra (torch).
+
+Each run is a new Ray Train run named after the version and its start time, kept
+in the version's `runs/` directory (or under `--storage-path`): a run never
+resumes another's state, and a model's checkpoint sits next to the data it was
+trained on. Ray is joined or started as every command does (`--address`, else
+`RAY_ADDRESS`, else a local instance).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import json
 import os
 import sys
 import tempfile
+import uuid
+from datetime import datetime, timezone
 
 import ray
 import ray.train
@@ -25,7 +33,8 @@ from ray.train.torch import TorchTrainer
 from torch import nn
 
 from recsys_ray.config import RecsysConfig
-from recsys_ray.train.feed import EveryRowDataConfig, training_datasets
+from recsys_ray.io import storage
+from recsys_ray.train.feed import EveryRowDataConfig, manifest_location, read_manifest, training_datasets
 from recsys_ray.train.features import ITEM_FEATURES, USER_FEATURES, model_inputs
 
 HELP = "train an example two-tower model on a built training-data version with Ray Train"
@@ -113,11 +122,19 @@ def train_loop_per_worker(config: dict) -> None:
 def train(manifest_uri: str, cfg: RecsysConfig, *, epochs: int = 3, num_workers: int = 2,
           cpus_per_worker: float = 0.5, batch_size: int = 1024, lr: float = 0.01, buckets: int = 1 << 16,
           dim: int = 32, seed: int = 0, storage_path: str | None = None) -> dict:
-    """Train the example model on the version at `manifest_uri`.
+    """Train the example model on the version at `manifest_uri` as a new Ray Train run.
 
-    Returns the last epoch's metrics and where the model's checkpoint was saved
-    (`storage_path` must be shared storage, e.g. s3://, on a multi-node cluster).
+    The run is named `{version}-{UTC start time}-{random}` and kept under
+    `storage_path`, by default the version's `runs/` directory (on a multi-node
+    cluster it must be shared storage, e.g. s3://). Returns the last epoch's
+    metrics, the run's directory and where the model's checkpoint was saved.
     """
+    options = storage.StorageOptions.from_config(cfg.storage)
+    manifest_file, version_root = manifest_location(manifest_uri)
+    version = read_manifest(manifest_file, options)["version"]
+    runs = storage_path or storage.join(version_root, "runs")
+    filesystem, runs_path = storage.resolve(runs, options)
+    name = f"{version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     # Blocks of a few batches each, so that every worker gets rows even from a small version.
     datasets = {
         split: dataset.repartition(target_num_rows_per_block=4 * batch_size)
@@ -133,11 +150,12 @@ def train(manifest_uri: str, cfg: RecsysConfig, *, epochs: int = 3, num_workers:
                                      resources_per_worker={"CPU": cpus_per_worker}),
         datasets=datasets,
         dataset_config=EveryRowDataConfig(),
-        run_config=RunConfig(name="recsys-ray-example", storage_path=storage_path,
+        run_config=RunConfig(name=name, storage_path=runs_path, storage_filesystem=filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     result = trainer.fit()
-    return {**result.metrics, "checkpoint": result.checkpoint.path}
+    return {**result.metrics, "run": storage.join(runs, name),
+            "checkpoint": storage.to_uri(filesystem, result.checkpoint.path)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,13 +168,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buckets", type=int, default=1 << 16, help="hash buckets per id embedding")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--storage-path", help="where Ray Train keeps run state (default ~/ray_results)")
+    parser.add_argument("--storage-path", help="where Ray Train keeps runs and checkpoints "
+                                               "(default: the version's runs/ directory)")
     parser.add_argument("--config", help="RecsysConfig YAML (S3 endpoint and credentials)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray)")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = RecsysConfig.load(args.config)
-    ray.init(ignore_reinit_error=True)
+    from recsys_ray.cli import load_config
+    from recsys_ray.runtime import FOR_TRAINING, ensure_ray
+
+    cfg = load_config(args)
+    ensure_ray(args.address, profile=FOR_TRAINING)
     metrics = train(args.manifest, cfg, epochs=args.epochs, num_workers=args.num_workers,
                     cpus_per_worker=args.cpus_per_worker, batch_size=args.batch_size, lr=args.lr,
                     buckets=args.buckets, dim=args.dim, seed=args.seed, storage_path=args.storage_path)
@@ -165,6 +188,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m recsys_ray.train.example", description=HELP)
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    from recsys_ray.cli import run_command
+
+    sys.exit(run_command(sys.modules[__name__], sys.argv[1:], "python -m recsys_ray.train.example"))

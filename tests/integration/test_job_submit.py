@@ -7,40 +7,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobSubmissionClient
 
 from recsys_ray import cli
 from recsys_ray.io import storage
-from tests.conftest import free_port
+from tests.integration.ray_support import ray_command, start_head, stop_head
 
 REPO = Path(__file__).resolve().parents[2]
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                  "AWS_EC2_METADATA_DISABLED")
-
-
-def ray_command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "ray"), *args]
-
-
-def own_processes(marker: str) -> list[int]:
-    """Pids of processes whose command line names `marker` (this test's Ray temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture
@@ -49,60 +31,17 @@ def ray_head(s3_endpoint):
     processes are stopped afterwards. Its environment has no S3 settings: the job
     gets them from its runtime environment, as on a real cluster."""
     temp_dir = tempfile.mkdtemp(prefix="rrjob-", dir="/tmp")  # short: Ray's socket paths must fit
-    dashboard_port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in AWS_VARIABLES}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    log = open(Path(temp_dir) / "ray-start.log", "wb")
-    head = subprocess.Popen(
-        ray_command("start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                    f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                    f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                    "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"),
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard_port}"
+    head = None
     try:
-        client = wait_for_job_api(address, head, Path(temp_dir) / "ray-start.log")
-        yield address, client, env
+        head = start_head(env, Path(temp_dir) / "ray-start.log", temp_dir=temp_dir)
+        yield head.dashboard, JobSubmissionClient(head.dashboard), env
     finally:
-        stop_head(head, temp_dir)
-        log.close()
+        if head is not None:
+            stop_head(head.process, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def wait_for_job_api(address: str, head: subprocess.Popen, log: Path, timeout_s: float = 180.0):
-    from ray.job_submission import JobSubmissionClient
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if head.poll() is not None:
-            pytest.fail(f"ray start exited with {head.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            client = JobSubmissionClient(address)
-            client.list_jobs()
-            return client
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
-def stop_head(head: subprocess.Popen, temp_dir: str) -> None:
-    """SIGTERM to our head's process group, then SIGKILL to whatever of ours is left."""
-    for sig, grace_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in {head.pid, *own_processes(temp_dir)}:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while own_processes(temp_dir) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if not own_processes(temp_dir):
-            break
-    head.wait(timeout=30)
 
 
 def test_build_submitted_as_a_ray_job_with_s3_inputs(ray_head, s3_bucket):

@@ -115,7 +115,7 @@ def test_killing_the_consume_command_then_starting_it_again(kafka_broker, ray_se
             else:
                 wait_for_commits(kafka_broker, group, produced)
                 process.send_signal(signal.SIGTERM)
-                assert process.wait(timeout=120) == 0
+                assert process.wait(timeout=120) == -signal.SIGTERM  # stopped by it, after landing
         finally:
             if process.poll() is None:
                 process.kill()

@@ -17,6 +17,7 @@ def test_a_serve_replica_consumes_and_its_graceful_shutdown_lands_what_it_holds(
                                                                                  tmp_path):
     from ray import serve
 
+    from recsys_ray.config import ServeAppArgs
     from recsys_ray.kafka.deployment import build_app
     from tests.integration.serve_support import serve_port
 
@@ -24,13 +25,13 @@ def test_a_serve_replica_consumes_and_its_graceful_shutdown_lands_what_it_holds(
     topic, group, name = unique("serve.interactions"), unique("g"), unique("kafka")
     kafka_broker.create_topic(topic, 3)
     produced = produce_events(kafka_broker, topic, 3000)
-    app = build_app({
-        "storage": {"root": str(tmp_path)},
+    app = build_app(ServeAppArgs.model_validate({
+        "storage.root": str(tmp_path),
         "kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topics": topic, "group_id": group,
                   "default_tenant": "shop", "replica_cpus": 0.1, **FAST_GROUP,
                   # batches fall due only after ten minutes: what lands, the shutdown landed
                   "max_batch_seconds": 600},
-    })
+    }))
     handle = serve.run(app, name=name, route_prefix=None)
     try:
         deadline = time.monotonic() + 120

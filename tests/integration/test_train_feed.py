@@ -130,3 +130,22 @@ def test_example_trainer_loss_goes_down(demo_version, tmp_path):
     p = manifest.counts.test_positives / manifest.counts.test_rows
     assert metrics["test_loss"] < -(p * math.log(p) + (1 - p) * math.log(1 - p))
     assert (Path(metrics["checkpoint"]) / "model.pt").exists()
+
+
+def test_every_example_run_is_a_new_run_kept_in_the_version(demo_version, tmp_path):
+    """Without a storage path, runs and checkpoints live in the version's runs/ directory,
+    and a second run on the same version starts anew instead of resuming the first."""
+    import shutil
+
+    from recsys_ray.train.example import train
+
+    version = tmp_path / "v1"
+    shutil.copytree(demo_version[0], version)
+    first = train(str(version), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512)
+    second = train(str(version / "manifest.json"), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512)
+    runs = {Path(first["run"]), Path(second["run"])}
+    assert len(runs) == 2 and set((version / "runs").iterdir()) == runs
+    for metrics in (first, second):
+        assert Path(metrics["run"]).name.startswith(demo_version[1]["version"] + "-")
+        assert Path(metrics["checkpoint"]).parent == Path(metrics["run"])
+        assert (Path(metrics["checkpoint"]) / "model.pt").exists()

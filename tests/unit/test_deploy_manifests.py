@@ -2,7 +2,7 @@
 KubeRay CRD schemas, the cluster-launcher YAML with Ray's own validation, the
 Dockerfile statically, and one pinned Ray version across all of them.
 
-The CRDs are read from `../shared/kuberay-crds/` beside the repository.
+The CRDs are vendored in `tests/data/kuberay-crds/` (source and licence in its SOURCE.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from recsys_ray.config import RecsysConfig
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = REPO / "deploy" / "kuberay"
-CRDS = REPO.parent / "shared" / "kuberay-crds"
+CRDS = REPO / "tests" / "data" / "kuberay-crds"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
              "RayService": "ray.io_rayservices.yaml"}
 SECRET_LIKE = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL", re.IGNORECASE)
@@ -77,8 +77,6 @@ def strict(schema):
 @functools.cache
 def crd_validator(kind: str, version: str = "v1") -> jsonschema.Validator:
     path = CRDS / CRD_FILES[kind]
-    if not path.exists():
-        pytest.fail(f"KubeRay CRDs not found at {CRDS}: the tests expect shared/kuberay-crds beside the clone")
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     assert crd["spec"]["names"]["kind"] == kind
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
@@ -326,10 +324,19 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def test_dockerfile_runs_as_the_images_non_root_user():
-    users = [args for instruction, args in dockerfile_instructions() if instruction == "USER"]
+    instructions = dockerfile_instructions()
+    users = [args for instruction, args in instructions if instruction == "USER"]
     assert users and users[-1] == "ray"
-    runs_after_last_user = [i for i, (ins, _) in enumerate(dockerfile_instructions()) if ins == "USER"][-1]
-    assert all(ins != "USER" for ins, _ in dockerfile_instructions()[runs_after_last_user + 1:])
+    # The package is installed by that user, into the environment it owns, not as root.
+    first_user = next(i for i, (instruction, _) in enumerate(instructions) if instruction == "USER")
+    assert all(instruction not in ("COPY", "RUN") for instruction, _ in instructions[:first_user])
+    assert set(users) == {"ray"}
+
+
+def test_vendored_crds_name_their_source_and_licence():
+    source = (CRDS / "SOURCE.md").read_text()
+    assert "github.com/ray-project/kuberay" in source and "Apache License 2.0" in source
+    assert sorted(path.name for path in CRDS.glob("*.yaml")) == sorted(CRD_FILES.values())
 
 
 def test_dockerfile_copies_and_installs_the_package():

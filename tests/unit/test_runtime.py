@@ -10,12 +10,12 @@ from recsys_ray import runtime
 
 
 def test_shuffle_pool_markers_are_found_in_this_ray_version():
-    envs = runtime._shuffle_runtime_envs()
+    envs = runtime.shuffle_runtime_envs()
     assert len(envs) == 2 and all(env.get("env_vars") for env in envs)
 
 
 def test_shuffles_use_the_default_pool_inside_and_ray_data_is_restored_after():
-    envs = runtime._shuffle_runtime_envs()
+    envs = runtime.shuffle_runtime_envs()
     before = copy.deepcopy(envs)
     with runtime.shuffles_in_default_worker_pool():
         assert all(env == {} for env in envs)

@@ -44,7 +44,7 @@ def test_manifest_location(uri, expected):
 def test_written_and_read_back_with_its_location(tmp_path):
     written = write_manifest(manifest(), str(tmp_path / "v1"))
     stored = json.loads((tmp_path / "v1" / "manifest.json").read_text())
-    assert "uri" not in stored and stored["schema"] == [{"name": "user_id", "type": "string"}]
+    assert "uri" not in stored and [(c["name"], c["type"]) for c in stored["schema"]] == [("user_id", "string")]
     read = read_manifest(str(tmp_path / "v1"))
     assert read == written and read.uri == str(tmp_path / "v1")
     assert read.shard_uris("train") == [f"{tmp_path}/v1/train/part-00000.parquet"]

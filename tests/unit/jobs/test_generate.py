@@ -90,10 +90,15 @@ def test_end_and_days_set_the_window(tmp_path, capsys):
     assert min(ts).isoformat() >= "2025-02-22" and max(ts).isoformat() < "2025-03-01"
 
 
-@pytest.mark.parametrize("bad", [["--users", "0"], ["--dirty-fraction", "1.5"], ["--end", "soon"]])
-def test_invalid_arguments_exit_2(tmp_path, capsys, bad):
+@pytest.mark.parametrize("bad, message", [
+    (["--users", "0"], "--users must be >= 1, got 0"),
+    (["--dirty-fraction", "1.5"], "--dirty-fraction must be < 1.0, got 1.5"),
+    (["--end", "soon"], "--end: input should be a valid datetime"),
+])
+def test_invalid_arguments_exit_2_naming_the_flag(tmp_path, capsys, bad, message):
     code, out = run_generate(capsys, "--out", str(tmp_path), *bad)
-    assert code == 2 and "error" in out.err
+    assert code == 2 and out.err.startswith(f"recsys-ray generate: {message}")
+    assert "pydantic" not in out.err and "Traceback" not in out.err
     assert not any(tmp_path.iterdir())
 
 
@@ -157,4 +162,4 @@ def test_taste_options_reach_the_generator(tmp_path, capsys):
 @pytest.mark.parametrize("bad", [["--taste-groups", "-1"], ["--taste-strength", "0.5"], ["--taste-drift", "2"]])
 def test_invalid_taste_options_exit_2(tmp_path, capsys, bad):
     code, out = run_generate(capsys, "--out", str(tmp_path), *bad)
-    assert code == 2 and "error" in out.err
+    assert code == 2 and out.err.startswith(f"recsys-ray generate: {bad[0]} must be ") and "Traceback" not in out.err

@@ -8,7 +8,8 @@ import pytest
 
 from recsys_ray import schemas
 from recsys_ray.config import KafkaConfig, ValidationConfig
-from recsys_ray.io import layout
+from recsys_ray.ingest import prepare_batch
+from recsys_ray.io import formats, layout
 from recsys_ray.kafka.messages import (
     PartitionBatch,
     TopicRoute,
@@ -127,17 +128,22 @@ def test_non_string_tenant_is_flagged_on_both_paths():
 # ---- event identity ------------------------------------------------------------------
 
 
-def test_events_without_id_get_their_kafka_coordinates_and_explicit_ids_are_kept():
-    prepared = prepare_partition_batch(batch([event(), event(event_id="e-1"), event(event_id="  ")]), ROUTE, CFG)
+def test_events_without_id_get_the_id_every_other_channel_derives_and_explicit_ids_are_kept():
+    records = [json.loads(event()), json.loads(event(user_id="u2", event_id="e-1")),
+               json.loads(event(user_id="u3", event_id="  "))]
+    prepared = prepare_partition_batch(batch([json.dumps(r).encode() for r in records]), ROUTE, CFG)
+    over_http = prepare_batch(formats.records_to_table(records, "interactions"), "interactions", CFG)
     ids = sorted(row["event_id"] for row in landed_rows(prepared)["shop"])
-    assert ids == ["e-1", f"kafka:{TOPIC}:2:100", f"kafka:{TOPIC}:2:102"]
+    assert ids == sorted(over_http.valid.column("event_id").to_pylist())
+    assert "e-1" in ids and not any(i.startswith("kafka:") for i in ids)
 
 
-def test_two_identical_messages_are_two_events_and_a_redelivery_is_the_same_event():
-    first = prepare_partition_batch(batch([event(), event()]), ROUTE, CFG)
-    assert len(landed_rows(first)["shop"]) == 2
-    redelivered = prepare_partition_batch(batch([event()], first_offset=101), ROUTE, CFG)
-    assert landed_rows(redelivered)["shop"][0] in landed_rows(first)["shop"]
+def test_a_producer_retry_at_another_offset_is_the_same_event():
+    retried = prepare_partition_batch(batch([event(), event(), event(user_id="u2")]), ROUTE, CFG)
+    assert len(landed_rows(retried)["shop"]) == 2 and retried["shop"].duplicates == 1
+    elsewhere = prepare_partition_batch(batch([event()], first_offset=7_000, topic="t" * 200, partition=0),
+                                        TopicRoute("t" * 200, "interactions", None, "shop"), CFG)
+    assert landed_rows(elsewhere)["shop"][0] in landed_rows(retried)["shop"]
 
 
 def test_the_same_batch_prepares_to_the_same_rows():
@@ -160,7 +166,7 @@ def test_fast_and_careful_decoding_land_the_same_rows():
 
 
 def test_tenant_from_the_message_else_the_default():
-    prepared = prepare_partition_batch(batch([event(tenant_id="acme"), event(), event(tenant_id=" ")]),
+    prepared = prepare_partition_batch(batch([event(tenant_id="acme"), event(), event(user_id="u2", tenant_id=" ")]),
                                        ROUTE, CFG)
     assert sorted(prepared) == ["acme", "shop"]
     assert len(prepared["acme"].valid) == 1 and len(prepared["shop"].valid) == 2
@@ -184,7 +190,7 @@ def test_allowed_tenants_keep_out_the_others():
 
 def test_a_topic_of_one_tenant_refuses_messages_claiming_another():
     route = TopicRoute(TOPIC, "interactions", tenant="acme", default_tenant=None)
-    prepared = prepare_partition_batch(batch([event(tenant_id="acme"), event(tenant_id="other"), event()]),
+    prepared = prepare_partition_batch(batch([event(tenant_id="acme"), event(tenant_id="other"), event(user_id="u2")]),
                                        route, CFG)
     assert sorted(prepared) == ["acme"]
     assert len(prepared["acme"].valid) == 2
@@ -255,14 +261,6 @@ def test_object_names_are_deterministic_and_safe():
     long_name = object_name("t" * 249, 0, 0, 1)
     assert layout.check_name(long_name) and long_name == object_name("t" * 249, 0, 0, 1)
     assert layout.check_name(object_name("a..b", 0, 0, 1))
-
-
-def test_long_topics_still_give_valid_event_ids():
-    topic = "t" * 200
-    route = TopicRoute(topic, "interactions", None, "shop")
-    prepared = prepare_partition_batch(batch([event()], topic=topic), route, CFG)
-    (row,) = prepared["shop"].valid.to_pylist()
-    assert len(row["event_id"]) <= CFG.max_id_length and row["event_id"].endswith(":2:100")
 
 
 def test_empty_table_shapes():

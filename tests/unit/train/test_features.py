@@ -23,7 +23,8 @@ def training_rows(n: int = 5) -> pa.Table:
         elif field.name == "split":
             columns[field.name] = pa.array(["train"] * n)
         elif pa.types.is_list(field.type):
-            columns[field.name] = pa.array([["i0"]] * n, field.type)
+            value = "i0" if pa.types.is_string(field.type.value_type) else 2
+            columns[field.name] = pa.array([[value]] * n, field.type)
         elif pa.types.is_string(field.type):
             columns[field.name] = pa.array([f"v{i}" for i in range(n)])
         elif pa.types.is_timestamp(field.type):
