@@ -167,7 +167,7 @@ def test_a_producer_retry_of_an_event_without_id_is_one_event_in_the_build(kafka
     """A producer that retries sends the same event again at a later offset, in the same or
     another partition: it gets the same content-derived id as the first copy (the id HTTP
     and file ingestion give it), so the build reads it once."""
-    from recsys_ray.pipeline import build_training_data
+    from recsys_ray.build import build_training_data
     from tests.integration.kafka_broker import content_event_ids
 
     topic, group = unique("retry.interactions"), unique("g")
@@ -191,8 +191,8 @@ def test_a_producer_retry_of_an_event_without_id_is_one_event_in_the_build(kafka
 
     manifest = build_training_data(RecsysConfig.load(storage={"root": str(tmp_path)},
                                                      build={"tenant": "shop", "version": "v1", "negatives": 1}))
-    assert manifest["counts"]["events"] == 300
-    assert manifest["counts"]["duplicates"] == len(retried)
+    assert manifest.counts.events == 300
+    assert manifest.counts.duplicates == len(retried)
 
 
 def _consume_command(broker, root, topic, group, address, *extra):

@@ -24,7 +24,7 @@ from PIL import Image
 from recsys_ray import cli
 from recsys_ray.config import RecsysConfig, ReportConfig
 from recsys_ray.io.storage import StorageOptions
-from recsys_ray.pipeline import build_training_data
+from recsys_ray.build import build_training_data
 from recsys_ray.report import summaries as s
 from recsys_ray.report.collect import summarize_version
 from recsys_ray.report.html import HEADLINE
@@ -63,7 +63,8 @@ def versions(ray_session, tmp_path_factory):
         manifest = build_training_data(RecsysConfig.load(storage={"root": str(root)}, build={
             "interactions": str(base / f"raw-{version}"), "items": str(base / f"items-{seed}.parquet"),
             "tenant": "shop", "version": version, "seed": 5, "shards": 2}))
-        out[version] = {"raw": raw, "manifest": manifest, "dir": Path(manifest["uri"])}
+        out[version] = {"raw": raw, "manifest": {**manifest.model_dump(mode="json"), "uri": manifest.uri},
+                        "dir": Path(manifest.uri)}
     return out
 
 

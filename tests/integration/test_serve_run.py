@@ -28,7 +28,7 @@ import yaml
 from recsys_ray.serve.proxy import PROXY_CALLBACK
 from tests.conftest import free_port
 from tests.integration.serve_support import KEYS
-from tests.integration.test_job_submit import own_processes, ray_command, stop_head
+from tests.integration.ray_support import own_processes, ray_command, stop_head
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "recsys-ingest"
