@@ -65,8 +65,9 @@ def evaluate(manifest: Manifest, scorer: "str | Scorer", *, ks: Sequence[int] = 
         return scoring.finish_metrics(scoring.empty_partials(ks), rankable)
     fs, _ = storage.resolve(files[0], options)
     with _data_context():
+        # No hive partitioning: a version named like `date=2024-06-01` must not add a column.
         ds = ray.data.read_parquet([storage.resolve(uri, options)[1] for uri in files], filesystem=fs,
-                                   partitioning=None, columns=list(scoring.LIST_COLUMNS) + ["user_id"])
+                                   partitioning=None).select_columns(["user_id", *scoring.LIST_COLUMNS])
         if blocks:
             ds = ds.repartition(blocks)
         partials = ds.map_batches(
