@@ -213,7 +213,7 @@ def model_scorer(model: TwoTower, manifest: Manifest, spec: FeatureSpec, attribu
 
 
 def train(manifest_uri: str, cfg: RecsysConfig, *, epochs: int = 3, num_workers: int = 2,
-          cpus_per_worker: float = 0.5, batch_size: int = 1024, lr: float = 0.005, dim: int = 32,
+          cpus_per_worker: float = 0.5, batch_size: int = 512, lr: float = 0.005, dim: int = 32,
           seed: int = 0, storage_path: str | None = None, evaluate: bool = True) -> dict:
     """Train the example model on the version at `manifest_uri` as a new Ray Train run, then
     (with `evaluate`) rank the evaluation set with it and with popularity.
@@ -303,7 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=512, help="rows per worker per step")
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)

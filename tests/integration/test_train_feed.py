@@ -3,6 +3,7 @@ exactly one worker per epoch, and the example trainer learning."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,7 @@ from ray.train.torch import TorchTrainer
 from recsys_ray import schemas
 from recsys_ray.config import RecsysConfig
 from recsys_ray.io import storage
-from recsys_ray.train import EveryRowDataConfig, training_datasets
+from recsys_ray.train import EveryRowDataConfig, read_manifest, training_datasets
 
 ROW_KEY = ["user_id", "item_id", "timestamp", "label", "split"]
 
@@ -116,20 +117,77 @@ def test_every_row_reaches_exactly_one_worker_per_epoch(demo_version, tmp_path):
         assert row_keys(pa.concat_tables(parts)) == expected
 
 
-def test_example_trainer_loss_goes_down(demo_version, tmp_path):
+def test_example_trainer_learns(demo_version, tmp_path):
     from recsys_ray.train.example import train
 
     version, manifest = demo_version
-    metrics = train(str(version), RecsysConfig.load(), epochs=2, num_workers=2, batch_size=256,
-                    storage_path=str(tmp_path / "runs"))
+    metrics = train(str(version), RecsysConfig.load(), epochs=4, num_workers=2, storage_path=str(tmp_path / "runs"),
+                    evaluate=False)
     history = metrics["train_loss_history"]
-    assert len(history) == 2 and history[-1] < history[0]
+    assert len(history) == 4 and history[-1] < history[0]
     assert metrics["train_rows"] == manifest.counts.train_rows
     assert metrics["test_rows"] == manifest.counts.test_rows
     # Better on held-out rows than always predicting the share of positives.
     p = manifest.counts.test_positives / manifest.counts.test_rows
     assert metrics["test_loss"] < -(p * math.log(p) + (1 - p) * math.log(1 - p))
     assert (Path(metrics["checkpoint"]) / "model.pt").exists()
+
+
+def test_example_trainer_ranks_the_evaluation_set_and_writes_its_metrics(demo_version, tmp_path):
+    """One epoch on two workers, then full ranking of eval/ by the model and by popularity; the
+    scorer's matrix is the model's own score of each (user as of the cutoff, item) pair."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from recsys_ray.evaluation.run import evaluate, metrics_uri
+    from recsys_ray.train.example import MODEL_NAME, build_model, model_scorer, train, train_attributes
+    from recsys_ray.train.features import FeatureSpec, item_inputs, user_inputs
+    from recsys_ray.train.schema import training_schema
+    from recsys_ray.train.scoring import item_rows, read_vocabulary, user_rows
+
+    version = tmp_path / "v1"
+    shutil.copytree(demo_version[0], version)
+    manifest = read_manifest(str(version))
+    metrics = train(str(version), RecsysConfig.load(), epochs=1, num_workers=2, storage_path=str(tmp_path / "runs"))
+    assert metrics["train_rows"] == manifest.counts.train_rows
+    assert set(metrics["eval_metrics"]) == {MODEL_NAME, "popularity"}
+    for name, result in metrics["eval_metrics"].items():
+        written = json.loads(Path(metrics_uri(manifest, name)).read_text())
+        assert metrics["eval_metrics_files"][name] == metrics_uri(manifest, name)
+        assert written == result and written["users"] == manifest.eval.users > 0
+        assert 0.0 <= written["ndcg@10"] <= 1.0 and 0.0 <= written["recall@20"] <= 1.0
+    assert metrics["eval_metrics"]["popularity"] == evaluate(manifest, "popularity")
+
+    # The model from the checkpoint scores eval users exactly as its forward pass scores the same
+    # (user, item) rows assembled from features/ and the vocabularies.
+    schema = training_schema(str(version))
+    spec = FeatureSpec.from_schema(schema)
+    model = build_model(json.loads((Path(metrics["checkpoint"]) / "model.json").read_text()))
+    model.load_state_dict(torch.load(Path(metrics["checkpoint"]) / "model.pt", weights_only=True))
+    attributes = train_attributes(training_datasets(str(version))["train"])
+    scorer = model_scorer(model, manifest, spec, attributes)
+    assert metrics["eval_metrics"][MODEL_NAME] == evaluate(manifest, scorer)
+
+    eval_users = pa.concat_tables(pq.read_table(p) for p in sorted((version / "eval").glob("*.parquet")))
+    eval_users = eval_users.slice(0, 5)
+    scores = scorer(eval_users)
+    item_vocabulary = read_vocabulary(manifest, "item_id")
+    items = item_rows(schema, item_vocabulary, pq.read_table(version / "features" / "items.parquet"), attributes)
+    users = user_rows(pq.read_table(version / "features" / "users"), read_vocabulary(manifest, "user_id"),
+                      item_vocabulary)
+    assert scores.shape == (5, schema.cardinality("item_idx")) and items.num_rows == scores.shape[1]
+    position = {u: i for i, u in enumerate(users.column("user_id").to_pylist())}
+    model.eval()
+    for r, user in enumerate(eval_users.column("user_id").to_pylist()):
+        assert user in position  # eval users here all have training-window events
+        row = users.slice(position[user], 1)
+        j = np.arange(2, items.num_rows)
+        batch = {**user_inputs(pa.concat_tables([row] * len(j)), spec), **item_inputs(items.take(j), spec)}
+        with torch.no_grad():
+            expected = model({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}).numpy()
+        np.testing.assert_allclose(scores[r, 2:], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_every_example_run_is_a_new_run_kept_in_the_version(demo_version, tmp_path):
@@ -141,8 +199,9 @@ def test_every_example_run_is_a_new_run_kept_in_the_version(demo_version, tmp_pa
 
     version = tmp_path / "v1"
     shutil.copytree(demo_version[0], version)
-    first = train(str(version), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512)
-    second = train(str(version / "manifest.json"), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512)
+    first = train(str(version), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512, evaluate=False)
+    second = train(str(version / "manifest.json"), RecsysConfig.load(), epochs=1, num_workers=1, batch_size=512,
+                   evaluate=False)
     runs = {Path(first["run"]), Path(second["run"])}
     assert len(runs) == 2 and set((version / "runs").iterdir()) == runs
     for metrics in (first, second):
