@@ -5,6 +5,8 @@ Ray Datasets over exactly the shards it lists (a directory may also hold files
 of an unfinished or abandoned build; the manifest is the commit point). Nothing
 is copied or collected on the driver: Ray Data streams the Parquet shards to
 the trainers. Every split has the version's training schema, even when empty.
+`recsys_ray.train.training_schema(uri)` describes those columns (tags,
+cardinalities, train-split statistics) as a typed object.
 """
 
 from __future__ import annotations
