@@ -205,6 +205,6 @@ def test_every_example_run_is_a_new_run_kept_in_the_version(demo_version, tmp_pa
     runs = {Path(first["run"]), Path(second["run"])}
     assert len(runs) == 2 and set((version / "runs").iterdir()) == runs
     for metrics in (first, second):
-        assert Path(metrics["run"]).name.startswith(demo_version[1]["version"] + "-")
+        assert Path(metrics["run"]).name.startswith(demo_version[1].version + "-")
         assert Path(metrics["checkpoint"]).parent == Path(metrics["run"])
         assert (Path(metrics["checkpoint"]) / "model.pt").exists()
