@@ -101,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # Ray reads its log level when imported (after this point): no "Started a local Ray" line.
+        os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
     from recsys_ray.build.plan import BuildError, plan_build
     from recsys_ray.io.formats import InputError
 
