@@ -9,6 +9,7 @@ The same arguments work locally and as a Ray job:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -112,21 +113,20 @@ def main(args: argparse.Namespace) -> int:
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from recsys_ray.build.progress import progress_on_stderr
+
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
-    else:
-        from recsys_ray.build.progress import show_on_stderr
-
-        show_on_stderr()
     from recsys_ray.build.run import build_training_data
     from recsys_ray.runtime import ensure_ray
 
-    ensure_ray(args.address)
-    try:
-        manifest = build_training_data(cfg, plan)
-    except (BuildError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with contextlib.nullcontext() if args.quiet else progress_on_stderr():
+        ensure_ray(args.address)
+        try:
+            manifest = build_training_data(cfg, plan)
+        except (BuildError, InputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps({**manifest.model_dump(mode="json"), "uri": manifest.uri}, indent=2) if args.json
           else summarize(manifest))
     return 0
