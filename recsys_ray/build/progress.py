@@ -85,6 +85,7 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        _RowsSoFar.rows = 0  # until the stage's first execution reports
         log.info("stage %s ...", name)
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
