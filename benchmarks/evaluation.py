@@ -8,6 +8,15 @@ One process, no Ray: what a single scoring task does with its users.
 Prints seconds, users per second and the process's peak resident memory.
 
     ./run bench evaluation --users 100000 --items 200000 --batch 256
+
+With --version URI it times the distributed `recsys_ray.evaluation.run.evaluate`
+on an existing built version instead (a fresh local Ray instance, as
+`recsys-ray evaluate` starts one; the start is timed apart): seconds and users
+per second of each run, and peak memory as the summed RSS of this process and
+every Ray process under it, sampled every 0.2 s (summed RSS counts a shared
+object-store page once per process that maps it, so it is an upper bound).
+
+    ./run bench evaluation --version ./out/v10m --model popularity --repeat 2
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import threading
 import time
 
 import numpy as np
@@ -29,6 +39,57 @@ def seen_lists(rng: np.random.Generator, users: int, items: int, mean: int) -> p
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
 
 
+def sample_memory(peak: dict, stop: threading.Event) -> None:
+    """Keep the largest summed RSS of this process and its descendants (the local Ray's processes)."""
+    import psutil
+
+    me = psutil.Process()
+    while not stop.is_set():
+        rss = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        peak["rss"] = max(peak["rss"], rss)
+        time.sleep(0.2)
+
+
+def distributed(args: argparse.Namespace) -> None:
+    """Time `evaluate` on a built version, on a fresh local Ray instance."""
+    import psutil
+
+    from recsys_ray.build.manifest import read_manifest
+    from recsys_ray.evaluation.run import evaluate
+    from recsys_ray.runtime import ensure_ray
+
+    manifest = read_manifest(args.version)
+    items = manifest.column("item_idx").cardinality
+    print(f"machine: {platform.machine()}, {psutil.cpu_count()} CPUs, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}; "
+          f"version {manifest.uri}: {manifest.eval.users:,} evaluation users x {items - 2:,} rankable items, "
+          f"model {args.model}, k {args.k}")
+    peak = {"rss": 0}
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_memory, args=(peak, stop), daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    ensure_ray()
+    print(f"ray start {time.perf_counter() - started:.2f}s")
+    try:
+        for run in range(args.repeat):
+            started = time.perf_counter()
+            result = evaluate(manifest, args.model, ks=(10, args.k), blocks=args.blocks)
+            seconds = time.perf_counter() - started
+            print(f"run {run + 1}: {seconds:.2f}s, {result['users'] / seconds:,.0f} users/s; "
+                  f"recall@10 {result['recall@10']:.5f}, ndcg@10 {result['ndcg@10']:.5f}")
+    finally:
+        stop.set()
+        sampler.join()
+    print(f"peak summed RSS (driver + Ray processes) {peak['rss'] / 2**20:,.0f} MiB; "
+          f"driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+
+
 def main() -> None:
     from recsys_ray.evaluation import metrics, ranking
 
@@ -38,7 +99,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seen-mean", type=int, default=30)
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--version", help="a built version: time the distributed evaluate on it instead")
+    parser.add_argument("--model", default="popularity", choices=("popularity", "random"))
+    parser.add_argument("--blocks", type=int, help="re-split the evaluation set into N blocks")
+    parser.add_argument("--repeat", type=int, default=1, help="runs on the same Ray instance")
     args = parser.parse_args()
+    if args.version:
+        distributed(args)
+        return
     rng = np.random.default_rng(0)
     cardinality = args.items + 2
     print(f"machine: {platform.machine()}, python {platform.python_version()}; "

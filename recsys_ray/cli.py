@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "serve": "recsys_ray.serve.cli",
     "consume": "recsys_ray.kafka.cli",
     "report": "recsys_ray.jobs.report",
+    "evaluate": "recsys_ray.jobs.evaluate",
 }
 
 _SUMMARIES: dict[str, str] = {
@@ -39,6 +40,7 @@ _SUMMARIES: dict[str, str] = {
     "serve": "run the HTTP ingestion service on Ray Serve",
     "consume": "run the Kafka consumer on Ray",
     "report": "write a version's report.html, optionally with drift against a previous version",
+    "evaluate": "ranking metrics of a baseline model (popularity, random) on a version's evaluation set",
 }
 
 
