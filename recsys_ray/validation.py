@@ -416,7 +416,7 @@ def _optional_number(table: pa.Table, name: str, checks: _Checks, bad_reason: st
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
         text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
         blank = _to_bool(_is_missing_string(text), n)
-        numbers = _parse_numbers(text, ~blank)
+        numbers = parse_numbers(text, ~blank)
         checks.add(~blank & ~np.isfinite(numbers), bad_reason, name)
         values = pa.array(numbers, pa.float64())
     else:
@@ -435,7 +435,7 @@ _PLAIN_NUMBER_MAX_CHARS = 15
 _CONTEXT_SENSITIVE_NUMBER = r"^(?:-0+|[+-]?\d{16,})$"
 
 
-def _parse_numbers(text: pa.Array, present: np.ndarray) -> np.ndarray:
+def parse_numbers(text: pa.Array, present: np.ndarray) -> np.ndarray:
     """float64 of the `present` strings of `text`, NaN where a value is not a number (or absent).
 
     Plain decimals are cast by Arrow over the whole column; anything else

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +85,7 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        _RowsSoFar.rows = 0  # until the stage's first execution reports
         log.info("stage %s ...", name)
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
@@ -107,13 +109,31 @@ class StageTimer:
                      time.perf_counter() - start)
 
 
-def show_on_stderr() -> None:
-    """Print the build's progress lines on stderr (what the CLI does unless --quiet)."""
-    if any(getattr(h, "recsys_build_progress", False) for h in log.handlers):
-        return
-    handler = logging.StreamHandler()
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged (it may be replaced meanwhile)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+@contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """While the block runs, print the build's progress lines on stderr (what the CLI does
+    unless --quiet), and only there; the logger is as it was afterwards."""
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    handler.recsys_build_progress = True
+    level, propagate = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate

@@ -9,6 +9,7 @@ The same arguments work locally and as a Ray job:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -101,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # Ray reads its log level when imported (after this point): no "Started a local Ray" line.
+        os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
     from recsys_ray.build.plan import BuildError, plan_build
     from recsys_ray.io.formats import InputError
 
@@ -110,21 +113,20 @@ def main(args: argparse.Namespace) -> int:
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from recsys_ray.build.progress import progress_on_stderr
+
     if args.quiet:
         os.environ["RECSYS_PROGRESS"] = "0"
-    else:
-        from recsys_ray.build.progress import show_on_stderr
-
-        show_on_stderr()
     from recsys_ray.build.run import build_training_data
     from recsys_ray.runtime import ensure_ray
 
-    ensure_ray(args.address)
-    try:
-        manifest = build_training_data(cfg, plan)
-    except (BuildError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with contextlib.nullcontext() if args.quiet else progress_on_stderr():
+        ensure_ray(args.address)
+        try:
+            manifest = build_training_data(cfg, plan)
+        except (BuildError, InputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps({**manifest.model_dump(mode="json"), "uri": manifest.uri}, indent=2) if args.json
           else summarize(manifest))
     return 0

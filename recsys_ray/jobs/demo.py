@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from recsys_ray.io import storage
     from recsys_ray.jobs.build import summarize
     from recsys_ray.jobs.generate import write_synthetic
-    from recsys_ray.build.progress import show_on_stderr
+    from recsys_ray.build.progress import progress_on_stderr
     from recsys_ray.build.run import build_training_data
 
     root = os.path.abspath(args.root) if not storage.is_s3(args.root) else args.root
@@ -48,11 +48,11 @@ def main(args: argparse.Namespace) -> int:
         inputs,
     )
     print(generated.text())
-    show_on_stderr()
     cfg = load_config(args, {"build.version": "--version", "build.seed": "--seed"}, storage={"root": root},
                       build={"interactions": generated.files["interactions"], "items": generated.files["items"],
                              "tenant": "demo"})
-    manifest = build_training_data(cfg)
+    with progress_on_stderr():
+        manifest = build_training_data(cfg)
     print(summarize(manifest))
     print(f"done in {time.perf_counter() - started:.1f}s; read it with "
           f"recsys_ray.train.training_datasets('{manifest.uri}')")

@@ -72,12 +72,14 @@ def main(args: argparse.Namespace) -> int:
         return 1
 
     from recsys_ray.evaluation.run import EvaluationError, eval_files, evaluate, write_metrics
+    from recsys_ray.build.progress import ray_data_console_for_builds
     from recsys_ray.runtime import ensure_ray
 
     try:
         eval_files(manifest, options)  # fail before starting Ray
         ensure_ray(args.address)
-        result = evaluate(manifest, args.model, ks=args.k, options=options, seed=args.seed)
+        with ray_data_console_for_builds():  # Ray Data's console: warnings and errors, no progress logs
+            result = evaluate(manifest, args.model, ks=args.k, options=options, seed=args.seed)
         written = write_metrics(manifest, args.model, result, options)
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -136,6 +136,7 @@ def test_build_starts_a_ray_of_its_own_beside_a_running_cluster(outside_ray, ver
     result, out = version_built_beside
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "manifest.json").read_text())["counts"]["input_rows"] == 3000
+    assert "Started a local Ray instance" not in result.stdout + result.stderr  # --quiet
     assert drivers(head) == []
 
 

@@ -22,6 +22,7 @@ import pytest
 from recsys_ray import cli
 from recsys_ray.build.manifest import read_manifest
 from recsys_ray.evaluation.run import evaluate
+from recsys_ray.io import storage
 
 POSITIVE = {"click", "like", "add_to_cart", "purchase"}
 KS = (5, 10, 20)
@@ -134,3 +135,17 @@ def test_model_scorer_on_ray(evaluated):
     assert result["users"] == manifest.eval.users and 0 < result["coverage@10"] < 1
     # The tail's items have the fewest training events, so the tail-first model does worse.
     assert result["recall@10"] < evaluated[2]["recall@10"]
+
+
+def test_version_on_s3(evaluated, s3_bucket):
+    demo_build, _, written = evaluated
+    local = demo_build["out"]
+    root = f"s3://{s3_bucket}/shop/v1"
+    for path in local.rglob("*"):
+        relative = path.relative_to(local).as_posix()
+        if path.is_file() and relative.split("/")[0] in ("manifest.json", "vocab", "features", "eval"):
+            if not relative.startswith("eval/metrics-"):
+                storage.upload_file(str(path), f"{root}/{relative}")
+    assert cli.main(["evaluate", "--manifest", f"{root}/manifest.json", "--model", "popularity",
+                     "--k", "5,10,20"]) == 0
+    assert json.loads(storage.read_bytes(f"{root}/eval/metrics-popularity.json")) == written

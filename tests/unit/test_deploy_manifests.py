@@ -271,6 +271,21 @@ def test_rayservice_serve_config_parses_and_reuses_the_ingestion_app():
     assert config.http_options.port in head_ports
 
 
+
+def test_every_serve_node_runs_the_proxy_callback():
+    """Serve's proxy runs on every node (proxy_location EveryNode): each Ray container of the
+    RayService and each node the cluster launcher starts names the JSON-answer callback."""
+    from recsys_ray.serve.proxy import PROXY_CALLBACK
+
+    (service,) = [doc for doc in ray_resources() if doc["kind"] == "RayService"]
+    for container in containers(service["spec"]["rayClusterConfig"]):
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env.get("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH") == PROXY_CALLBACK, container["name"]
+    launcher = yaml.safe_load((REPO / "ray-cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in launcher[key] if "ray start" in c]
+        assert f"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH={PROXY_CALLBACK}" in start, key
+
 def test_rayservice_applications_import_and_build_from_the_pod_environment(pod_environment):
     from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary

@@ -150,7 +150,7 @@ def test_numbers_read_differently_in_float_and_integer_mode_match_pandas(column)
 def assert_numbers_match(texts: list) -> None:
     text = pa.array([None if t is None else t.strip() for t in texts], pa.string())
     present = np.array([bool(t and t.strip()) for t in texts])
-    got = validation._parse_numbers(text, present)
+    got = validation.parse_numbers(text, present)
     # What the validator did before the fast path: pandas over the whole column.
     expected = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)),
                              errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
