@@ -9,15 +9,18 @@ the Ray build and a Polars baseline `--repeats` times (ray, polars, ray, polars,
   * cutoff mode (`--feature-time cutoff --windows '' --history 0`): user and item
     features over the training window, joined onto every row.
 
-Every run is a fresh process. The Ray run starts a local Ray instance
+Every run is a fresh process; its wall time runs from the child's start (its
+imports included) to the last file written, and the parent also reports the
+process's whole lifetime. The Ray run starts a local Ray instance
 (`recsys_ray.runtime.start_local_ray`, what `recsys-ray build` starts) inside
 its timing, then runs `build_training_data`. The parent samples, every 0.2 s,
 the machine's memory in use (psutil: total - available, which includes the
 object store's shared memory) and reports its peak above the value just before
-the child started; for Ray runs also the peak size of the Ray spill directory
-(set per run through RAY_object_spilling_directory) and the object store's own
-total of spilled bytes. Prints each run, then per size and mode each side's best
-wall time of the repeats and the ratio ray/polars.
+the child started (once it has settled after the previous run); for Ray runs
+also the peak size of the Ray spill directory (set per run through
+RAY_object_spilling_directory) and the object store's own total of spilled
+bytes. Prints each run, then per size and mode each side's best wall time of
+the repeats, the ratio ray/polars and the highest memory and spill figures.
 
     ./run bench pipeline --sizes 1000000 10000000 --mode both --repeats 2
 """
@@ -37,8 +40,10 @@ import threading
 import time
 from decimal import ROUND_FLOOR, Decimal
 
-import numpy as np
-import psutil
+CHILD_STARTED = time.perf_counter()  # before the imports below: a run's wall time includes them
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 DAY_US = 86_400_000_000
 SAMPLE_S = 0.2
@@ -51,9 +56,9 @@ MODES = {
 
 # ---- the Ray build ---------------------------------------------------------------------------------
 
-def run_ray_build(mode: str, inter: str, items: str, out: str) -> dict:
-    """One build on a fresh local Ray, as `recsys-ray build` runs it (in a child process)."""
-    started = time.perf_counter()
+def run_ray_build(mode: str, inter: str, items: str, out: str, started: float) -> dict:
+    """One build on a fresh local Ray, as `recsys-ray build` runs it (in a child process);
+    `started` is the child's start, before its imports."""
     import ray
 
     from recsys_ray.build import build_training_data
@@ -95,8 +100,9 @@ def object_store_spill_stats() -> dict:
 class Stages:
     """Wall seconds per step, in order."""
 
-    def __init__(self) -> None:
-        self.started = self.last = time.perf_counter()
+    def __init__(self, started: float | None = None) -> None:
+        self.last = time.perf_counter()
+        self.started = self.last if started is None else started
         self.seconds: dict[str, float] = {}
 
     def mark(self, name: str) -> None:
@@ -354,7 +360,7 @@ def _setup(inter: str, items: str, out: str, stages: Stages) -> tuple:
 
 # ---- the Polars baselines: features ----------------------------------------------------------------
 
-def polars_cutoff_build(inter: str, items: str, out: str) -> dict:
+def polars_cutoff_build(inter: str, items: str, out: str, started: float | None = None) -> dict:
     """Cutoff mode in one process with Polars: the build's job with `--feature-time cutoff
     --windows '' --history 0` on the same files.
 
@@ -373,7 +379,7 @@ def polars_cutoff_build(inter: str, items: str, out: str) -> dict:
 
     from recsys_ray import schemas
 
-    stages = Stages()
+    stages = Stages(started)  # the first step's time includes the imports, as the Ray run's wall does
     b, events, catalog, cutoff, rows, counts = _setup(inter, items, out, stages)
     train = events.filter(pl.col("split") == "train")
     train_users = train["user_id"].n_unique()
@@ -407,7 +413,8 @@ def polars_cutoff_build(inter: str, items: str, out: str) -> dict:
     return {"wall_s": stages.total(), "stages_s": stages.seconds, "rows": rows.height, "counts": counts}
 
 
-def polars_event_build(inter: str, items: str, out: str, windows=(7, 30), history: int = 20) -> dict:
+def polars_event_build(inter: str, items: str, out: str, started: float | None = None, windows=(7, 30),
+                       history: int = 20) -> dict:
     """Event mode in one process with Polars: the build's default job (`--feature-time event`,
     windows 7d,30d, history 20) on the same files, features by `join_asof`.
 
@@ -429,7 +436,7 @@ def polars_event_build(inter: str, items: str, out: str, windows=(7, 30), histor
 
     from recsys_ray import schemas
 
-    stages = Stages()
+    stages = Stages(started)  # the first step's time includes the imports, as the Ray run's wall does
     b, events, catalog, cutoff, rows, counts = _setup(inter, items, out, stages)
     types = schemas.INTERACTION_TYPES
 
@@ -518,6 +525,20 @@ def memory_in_use() -> int:
     return vm.total - vm.available
 
 
+def settled_memory_in_use(timeout_s: float = 30.0, tolerance: int = 64 * 2**20) -> int:
+    """Memory in use once it stops moving (within `tolerance` over a second, at most `timeout_s`),
+    so that a run's baseline does not include the previous run's processes still exiting."""
+    deadline = time.monotonic() + timeout_s
+    last = memory_in_use()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = memory_in_use()
+        if abs(now - last) < tolerance:
+            return now
+        last = now
+    return last
+
+
 def directory_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -536,7 +557,7 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
     if spill_dir:
         os.makedirs(spill_dir, exist_ok=True)
         env["RAY_object_spilling_directory"] = spill_dir
-    before = memory_in_use()
+    before = settled_memory_in_use()
     peak = {"memory": before, "spill": 0}
     stop = threading.Event()
 
@@ -549,15 +570,17 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    launched = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--child", kind, mode, inter, items, out],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stdout, stderr = process.communicate()
+    process_s = time.perf_counter() - launched
     stop.set()
     sampler.join()
     if process.returncode != 0:
         raise RuntimeError(f"{kind} {mode} run failed (exit {process.returncode}):\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(memory_before_mb=round(before / 2**20), peak_memory_mb=round((peak["memory"] - before) / 2**20))
+    result.update(process_s=round(process_s, 2), memory_before_mb=round(before / 2**20), peak_memory_mb=round((peak["memory"] - before) / 2**20))
     if spill_dir:
         result["spill_dir_peak_bytes"] = peak["spill"]
     return result
@@ -575,10 +598,10 @@ def _bytes(n) -> str:
 
 
 def describe(kind: str, r: dict) -> str:
-    line = f"{kind:6s}: wall {r['wall_s']:8.2f} s"
+    line = f"{kind:6s}: wall {r['wall_s']:8.2f} s (process {r['process_s']:.2f} s)"
     if kind == "ray":
         line += f" (incl. Ray start {r['ray_init_s']} s)"
-    line += f"  memory in use +{r['peak_memory_mb']:,} MB  rows {r['rows']:,}"
+    line += f"  memory in use +{r['peak_memory_mb']:,} MB (before {r['memory_before_mb']:,} MB)  rows {r['rows']:,}"
     if kind == "ray":
         line += (f"  spill dir peak {_bytes(r.get('spill_dir_peak_bytes'))}, object store spilled "
                  f"{_bytes(r.get('store_spilled_bytes'))} / restored {_bytes(r.get('store_restored_bytes'))}")
@@ -617,23 +640,22 @@ def main() -> None:
     if args.child:
         kind, mode, inter, items, out = args.child
         if kind == "ray":
-            result = run_ray_build(mode, inter, items, out)
+            result = run_ray_build(mode, inter, items, out, CHILD_STARTED)
         elif mode == "event":
-            result = polars_event_build(inter, items, out)
+            result = polars_event_build(inter, items, out, CHILD_STARTED)
         else:
-            result = polars_cutoff_build(inter, items, out)
+            result = polars_cutoff_build(inter, items, out, CHILD_STARTED)
         print(json.dumps(result))
         return
 
-    import polars as pl
-    import ray
+    from importlib.metadata import version
 
     from recsys_ray import synthetic
     from recsys_ray.jobs.generate import write_synthetic
 
     modes = ["event", "cutoff"] if args.mode == "both" else [args.mode]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-          f"python {platform.python_version()}, ray {ray.__version__}, polars {pl.__version__}; "
+          f"python {platform.python_version()}, ray {version('ray')}, polars {version('polars')}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     report: dict = {"runs": [], "summaries": []}
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
