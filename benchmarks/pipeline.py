@@ -101,9 +101,12 @@ class Stages:
     """Wall seconds per step, in order."""
 
     def __init__(self, started: float | None = None) -> None:
+        """`started`: when the process started; the time since then is the step "start" (imports)."""
         self.last = time.perf_counter()
         self.started = self.last if started is None else started
         self.seconds: dict[str, float] = {}
+        if started is not None:
+            self.seconds["start"] = round(self.last - started, 2)
 
     def mark(self, name: str) -> None:
         now = time.perf_counter()
@@ -379,7 +382,7 @@ def polars_cutoff_build(inter: str, items: str, out: str, started: float | None 
 
     from recsys_ray import schemas
 
-    stages = Stages(started)  # the first step's time includes the imports, as the Ray run's wall does
+    stages = Stages(started)  # the wall time includes the imports, as the Ray run's does
     b, events, catalog, cutoff, rows, counts = _setup(inter, items, out, stages)
     train = events.filter(pl.col("split") == "train")
     train_users = train["user_id"].n_unique()
@@ -436,7 +439,7 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
 
     from recsys_ray import schemas
 
-    stages = Stages(started)  # the first step's time includes the imports, as the Ray run's wall does
+    stages = Stages(started)  # the wall time includes the imports, as the Ray run's does
     b, events, catalog, cutoff, rows, counts = _setup(inter, items, out, stages)
     types = schemas.INTERACTION_TYPES
 
