@@ -309,34 +309,35 @@ def polars_labelled_rows(events, catalog, b) -> tuple:
     return rows, positives.height * k - negatives.height
 
 
-def polars_write_shards(rows, out: str, b, positives: dict[str, int], windows=(), history: int = 0) -> dict[str, int]:
-    """Shuffle rows into shards and write each as one Parquet file: shards per split from the
-    positive counts (ceil(positives * (1 + K) / rows_per_shard)), a row's shard and its place
-    in the shard from a hash of its identity (user, item, time, label, split); columns those
-    of the build's shards, in their order, less the vocabulary index columns."""
+def polars_write_shards(rows, out: str, b, positives: dict[str, int], finish, windows=(), history: int = 0) -> dict:
+    """Shuffle the narrow rows into shards, then per shard join the features (`finish(rows)`,
+    row order kept) and write it as one Parquet file, as the build's shard writers do: shards
+    per split from the positive counts (ceil(positives * (1 + K) / rows_per_shard)), a row's
+    shard and its place in the shard from a hash of its identity (user, item, time, label,
+    split); columns those of the build's shards, in their order, less the vocabulary index
+    columns. Only one shard is ever wide."""
     import polars as pl
 
     from recsys_ray import schemas
 
     indices = set(schemas.index_columns(history).names)
     columns = [f.name for f in schemas.training_schema(windows, history) if f.name not in indices]
-
     shards = {s: max(1, math.ceil(positives.get(s, 0) * (1 + b.negatives) / b.rows_per_shard))
               for s in ("train", "test")}
     keyed = rows.with_columns(_hash=pl.struct("user_id", "item_id", "ts", "label", "split").hash(b.seed))
     keyed = keyed.with_columns(
         _shard=pl.col("_hash") % pl.when(pl.col("split") == "test").then(pl.lit(shards["test"], pl.UInt64))
-        .otherwise(pl.lit(shards["train"], pl.UInt64)),
-        timestamp=pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC"))
-    ordered = keyed.sort(["split", "_shard", "_hash"]).drop("ts")
+        .otherwise(pl.lit(shards["train"], pl.UInt64)))
+    ordered = keyed.sort(["split", "_shard", "_hash"])
     groups = ordered.group_by(["split", "_shard"], maintain_order=True).len()
     start = 0
     for split_name, shard, length in groups.iter_rows():
         os.makedirs(f"{out}/{split_name}", exist_ok=True)
-        shard_rows = ordered.slice(start, length)
-        shard_rows.select(pl.col(c).cast(pl.Int64) if shard_rows.schema[c] == pl.UInt32 else pl.col(c)
-                          for c in columns).write_parquet(
-            f"{out}/{split_name}/part-{shard:05d}.parquet", row_group_size=256 * 1024)
+        wide = finish(ordered.slice(start, length).drop("_shard", "_hash")).with_columns(
+            timestamp=pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC"))
+        wide.select(pl.col(c).cast(pl.Int64) if wide.schema[c] == pl.UInt32 else pl.col(c)
+                    for c in columns).write_parquet(f"{out}/{split_name}/part-{shard:05d}.parquet",
+                                                    row_group_size=256 * 1024)
         start += length
     return shards
 
@@ -373,8 +374,8 @@ def polars_cutoff_build(inter: str, items: str, out: str, started: float | None 
     counts per type, mean rating, purchase rate, days active, last time, recency from the
     cutoff) and item features (total, unique users, counts per type, mean rating, CTR,
     purchase rate, popularity = unique users / training users) over the training window,
-    written to features/, joined with the catalog attributes onto every row, then the
-    shards (`polars_write_shards`).
+    written to features/; then the shards (`polars_write_shards`), each joined with the
+    user, item and catalog columns as it is written.
     Does not: vocabularies and index columns, the evaluation set, column statistics, the
     report and daily summary, the manifest; negatives come from a simpler draw.
     """
@@ -408,11 +409,15 @@ def polars_cutoff_build(inter: str, items: str, out: str, started: float | None 
     os.makedirs(f"{out}/features/users", exist_ok=True)
     users.write_parquet(f"{out}/features/users/part-0.parquet")
     item_stats.write_parquet(f"{out}/features/items.parquet")
-    rows = (rows.join(users, on="user_id", how="left").join(item_stats, on="item_id", how="left")
-            .join(catalog, on="item_id", how="left"))
     stages.mark("features")
-    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"])
-    stages.mark("shuffle_and_write")
+
+    def finish(shard):
+        return (shard.join(users, on="user_id", how="left", maintain_order="left")
+                .join(item_stats, on="item_id", how="left", maintain_order="left")
+                .join(catalog, on="item_id", how="left", maintain_order="left"))
+
+    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"], finish)
+    stages.mark("shards")
     return {"wall_s": stages.total(), "stages_s": stages.seconds, "rows": rows.height, "counts": counts}
 
 
@@ -428,8 +433,9 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
     sum and count), and each distinct (key, t) of the rows takes the last event before t by
     a backward `join_asof` with `allow_exact_matches=False`; a window N is the total at t
     minus the total at t - N days (another such join); users_before(t) for item popularity
-    by binary search over the users' first times; the last H events (ordered by time,
-    item_id, type) gathered by position into history lists; catalog attributes joined.
+    by binary search over the users' first times. Each shard (`polars_write_shards`) joins
+    its rows' user and item columns and the catalog attributes, and gathers the last H
+    events before t (ordered by time, item_id, type) by position into the history lists.
     Does not: features/ tables as of the cutoff, vocabularies and index columns, the
     evaluation set, column statistics, the report, the manifest; ratings are summed in
     float64 (the build sums exactly); negatives come from a simpler draw.
@@ -484,19 +490,14 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
         user_last_ts=pl.from_epoch("_last", time_unit="us").dt.replace_time_zone("UTC"),
         user_recency_days=(pl.col("ts") - pl.col("_last")) / DAY_US,
     )
-    if history:
-        # The last H events before t are the H positions before the user's count at t in
-        # the user's block of `user_table` (sorted by time, item_id, type).
-        block_end = (user_side["_pos"].fill_null(-1) + 1).to_numpy()  # one past the last event before t
-        length = np.minimum(user_side["user_total_interactions"].to_numpy(), history)
-        offsets = np.zeros(len(length) + 1, dtype=np.int64)
-        np.cumsum(length, out=offsets[1:])
-        flat = np.repeat(block_end - length - offsets[:-1], length) + np.arange(offsets[-1])
-        for name, column in (("history_item_ids", "item_id"), ("history_interaction_types", "interaction_type")):
-            values = user_table[column].gather(flat).to_arrow().cast(pa.large_string())
-            user_side = user_side.with_columns(
-                pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), values)).alias(name))
-    user_side = user_side.drop("_pos", "_last", "_rating_sum", "_rating_n")
+    # The last H events before t: the H positions of `user_table` (sorted by user, time,
+    # item_id, type) before one past the user's last event before t.
+    user_side = user_side.with_columns(
+        _end=pl.col("_pos").cast(pl.Int64).fill_null(-1) + 1,
+        _length=pl.min_horizontal("user_total_interactions", pl.lit(history, dtype=pl.Int64)),
+    ).drop("_pos", "_last", "_rating_sum", "_rating_n")
+    history_values = {column: user_table[column].to_arrow().cast(pa.large_string())
+                      for column in ("item_id", "interaction_type")}
 
     item_table = running("item_id", "user_id", "item", {})
     item_q = rows.select("item_id", "ts").unique().sort(["item_id", "ts"])
@@ -512,11 +513,25 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
         item_popularity=pl.when(pl.col("_users_before") > 0).then(
             pl.col("item_unique_users") / pl.col("_users_before")),
     ).drop("_pos", "_last", "_rating_sum", "_rating_n", "_users_before")
-    rows = (rows.join(user_side, on=["user_id", "ts"], how="left").join(item_side, on=["item_id", "ts"], how="left")
-            .join(catalog, on="item_id", how="left"))
     stages.mark("features")
-    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"], windows, history)
-    stages.mark("shuffle_and_write")
+
+    def finish(shard):
+        wide = (shard.join(user_side, on=["user_id", "ts"], how="left", maintain_order="left")
+                .join(item_side, on=["item_id", "ts"], how="left", maintain_order="left")
+                .join(catalog, on="item_id", how="left", maintain_order="left"))
+        if history:
+            end, length = wide["_end"].to_numpy(), wide["_length"].to_numpy()
+            offsets = np.zeros(len(length) + 1, dtype=np.int64)
+            np.cumsum(length, out=offsets[1:])
+            flat = pa.array(np.repeat(end - length - offsets[:-1], length) + np.arange(offsets[-1]))
+            wide = wide.with_columns(
+                pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), history_values[column].take(flat)))
+                .alias(name)
+                for name, column in (("history_item_ids", "item_id"), ("history_interaction_types", "interaction_type")))
+        return wide.drop("_end", "_length")
+
+    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"], finish, windows, history)
+    stages.mark("shards")
     return {"wall_s": stages.total(), "stages_s": stages.seconds, "rows": rows.height, "counts": counts}
 
 
