@@ -12,6 +12,7 @@ drift section against a second, smaller version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import tempfile
@@ -24,13 +25,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="work in DIR and keep the inputs and versions (e.g. for ./run bench evaluation)")
     args = parser.parse_args()
 
     from recsys_ray import synthetic
     from recsys_ray.config import RecsysConfig
     from recsys_ray.io.storage import StorageOptions
     from recsys_ray.jobs.generate import write_synthetic
-    from recsys_ray.pipeline import build_training_data
+    from recsys_ray.build import build_training_data
     from recsys_ray.report.writer import read_version, write_report
     from recsys_ray.runtime import ensure_ray
 
@@ -38,7 +41,9 @@ def main() -> None:
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}")
     ensure_ray()
     options = StorageOptions()
-    with tempfile.TemporaryDirectory(dir=args.workdir) as work:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(dir=args.workdir) as work:
         for n in args.sizes:
             versions = []
             for name, size in (("previous", max(1000, n // 2)), ("current", n)):
@@ -51,13 +56,13 @@ def main() -> None:
                     "out": os.path.join(work, "training", f"{name}-{n}")}))
                 versions.append((manifest, time.perf_counter() - start))
             manifest, wall = versions[-1]
-            timings = manifest["timings_s"]
+            timings = manifest.timings_s
             print(f"\n== {n:,} interactions ==")
             print(f"build {wall:.2f} s, of which report stage {timings['report']:.2f} s "
-                  f"({timings['report'] / wall:.1%}); train rows {manifest['counts']['train_rows']:,}, "
-                  f"test rows {manifest['counts']['test_rows']:,}")
-            stored, root = read_version(manifest["uri"], options)
-            for label, previous in (("report", None), ("report with drift", versions[0][0]["uri"])):
+                  f"({timings['report'] / wall:.1%}); train rows {manifest.counts.train_rows:,}, "
+                  f"test rows {manifest.counts.test_rows:,}; version {manifest.uri}")
+            stored, root = read_version(manifest.uri, options)
+            for label, previous in (("report", None), ("report with drift", versions[0][0].uri)):
                 runs = []
                 for _ in range(3):
                     start = time.perf_counter()
