@@ -379,7 +379,10 @@ def write_eval_set(events, cutoff_us: int, b: BuildConfig, candidates: examples.
     """The evaluation set (one row per user with a relevant item) under `eval/`; returns its users."""
     rows = events.map_batches(eval_set.build_eval_set, batch_size=None, batch_format="pyarrow",
                               fn_kwargs={**_split_kwargs(cutoff_us, b), "candidates": candidates,
-                                         "negatives": b.eval_negatives, "seed": b.seed}).materialize()
+                                         "negatives": b.eval_negatives, "seed": b.seed})
+    # Blocks come out per user partition; sorted, the files read in name order are in user_id
+    # order at any parallelism.
+    rows = rows.sort("user_id").materialize()
     writer.write_dataset(EVAL_DIR, rows)
     return rows.count()
 
