@@ -26,6 +26,13 @@ def raw(demo_build):
     return events, catalog, cutoff
 
 
+def eval_table(version_dir, manifest):
+    """The evaluation set's Parquet files, in name order (`eval/` also holds metrics-*.json)."""
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(f) for f in sorted((version_dir / manifest.eval.path).glob("*.parquet"))])
+
+
 def vocabulary(out, column: str) -> pd.DataFrame:
     return pq.read_table(out / "vocab" / f"{column}.parquet").to_pandas()
 
@@ -73,7 +80,7 @@ def test_index_columns_look_up_the_vocabularies(demo_build):
 def test_evaluation_set_equals_a_brute_force_construction(demo_build, raw):
     events, catalog, cutoff = raw
     out, manifest = demo_build["out"], demo_build["manifest"]
-    got = pq.read_table(out / manifest.eval.path).to_pandas().set_index("user_id")
+    got = eval_table(out, manifest).to_pandas().set_index("user_id")
     before = events[events.ts < cutoff]
     seen = before.groupby("user_id").item_id.agg(lambda s: sorted(set(s), key=str.encode))
     test_positive = events[(events.ts >= cutoff) & events.interaction_type.isin(POSITIVE)]
@@ -116,6 +123,7 @@ def test_vocabularies_and_evaluation_set_are_the_same_at_another_parallelism(dem
                                                          "out": str(tmp_path / "p5")}))
     assert again.parallelism == other
     for name in ("vocab/user_id.parquet", "vocab/item_id.parquet", "vocab/item_category.parquet",
-                 "vocab/item_brand.parquet", again.eval.path):
+                 "vocab/item_brand.parquet"):
         assert pq.read_table(tmp_path / "p5" / name).equals(pq.read_table(demo_build["out"] / name)), name
+    assert eval_table(tmp_path / "p5", again).equals(eval_table(demo_build["out"], demo_build["manifest"]))
     assert again.columns == demo_build["manifest"].columns
