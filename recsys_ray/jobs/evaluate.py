@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
     from recsys_ray.build.manifest import manifest_location, read_manifest
     from recsys_ray.cli import load_config
-    from recsys_ray.errors import root_cause
+    from recsys_ray.errors import version_read_error
     from recsys_ray.io.storage import StorageOptions
 
     cfg = load_config(args)
@@ -81,15 +81,12 @@ def main(args: argparse.Namespace) -> int:
         with ray_data_console_for_builds():  # Ray Data's console: warnings and errors, no progress logs
             result = evaluate(manifest, args.model, ks=args.k, options=options, seed=args.seed)
         written = write_metrics(manifest, args.model, result, options)
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:  # a worker's error arrives wrapped; show a missing or unreadable file plainly
-        cause = root_cause(exc)
-        if isinstance(cause, (OSError, EvaluationError)):
-            print(f"error: the version at {manifest.uri} is incomplete or unreadable: {cause}", file=sys.stderr)
-            return 1
-        raise
+        message = version_read_error(exc, manifest.uri, EvaluationError)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     print(format_metrics(result, args.k))
     print(f"wrote {written}")
     return 0

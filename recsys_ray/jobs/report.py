@@ -52,17 +52,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         written = write_report(root, manifest, options, previous=previous, settings=cfg.report, out=args.out,
                                previous_note=note)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:  # a worker's error arrives wrapped; show a missing or unreadable file plainly
-        from recsys_ray.errors import root_cause
+        from recsys_ray.errors import version_read_error
 
-        cause = root_cause(exc)
-        if isinstance(cause, (OSError, ReportError)):
-            print(f"error: the version at {root} is incomplete or unreadable: {cause}", file=sys.stderr)
-            return 1
-        raise
+        message = version_read_error(exc, root, ReportError)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     print(f"wrote {written}")
     return 0
 
