@@ -11,9 +11,11 @@ Steps, in order (`recsys_ray.build.run` calls them):
 3. `find_cutoff`: the time cutoff from small per-block histograms;
 4. `user_features` / `sum_item_partials`: training-window features; item
    partials are summed into a frozen table passed to every worker;
-5. `write_examples`: positives and negatives per block, streamed as narrow rows
-   hashed into shards through a second shuffle; each shard's writer joins the
-   features and writes it once, in a seed-determined order.
+5. `write_examples`: positives and negatives per block with their user columns,
+   left per shard in exchange files (`recsys_ray.build.exchange`), in event
+   mode with the item columns as of each row's time from a shuffle by item;
+   each shard's writer reads its files, joins the item columns and writes the
+   shard once, in a seed-determined order.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ import ray
 from ray.data import DataContext
 
 from recsys_ray import schemas, validation
-from recsys_ray.build import inputs
+from recsys_ray.build import exchange, inputs
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import EVAL_DIR, VersionWriter, shard_path, vocabulary_path
+from recsys_ray.build.writer import EVAL_DIR, EXCHANGE_DIR, VersionWriter, shard_path, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
@@ -279,73 +281,73 @@ def continuous_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if "continuous" in schemas.column_tags(f)]
 
 
-def write_shard_files(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
-                      item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
-    """Write every (split, shard) group of this batch as one Parquet file, item columns joined.
+def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
+                item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
+    """Write the shard of a one-row `batch` of `exchange.shard_plan` as one Parquet file.
 
-    In event mode the batch also holds the shard's item rows (item features as
-    of each row's time); in cutoff mode `item_side` is the frozen table of item
-    features as of the cutoff. Returns one row per file: split, shard, path,
-    rows, positives and the statistics of its continuous columns (JSON of
-    `column_stats.column_partials`).
+    Its user rows, and in event mode its item rows (item features as of each
+    row's time), are read from the exchange; in cutoff mode `item_side` is the
+    frozen table of item features as of the cutoff. Returns one row: split,
+    shard, path, rows, positives and the statistics of its continuous columns
+    (JSON of `column_stats.column_partials`).
     """
-    user_part, item_rows = training_rows.split_shard_batch(batch, rows)
-    meta = {"split": [], "shard": [], "path": [], "rows": [], "positives": [], "stats": []}
+    entry = batch.to_pylist()[0]
+    shard_rows = exchange.read_parts(entry["users"], rows.user_rows_schema, out, options)
+    items = item_side
+    if rows.feature_time == "event":
+        items = exchange.read_parts(entry["items"], rows.item_rows_schema, out, options)
+    relative = shard_path(entry["split"], entry["shard"])
     continuous = continuous_columns(rows.schema)
-    for split_name, shard, shard_rows in examples.shard_groups(user_part):
-        items = item_side
-        if item_rows is not None:
-            items = item_rows.filter(pc.and_(pc.equal(item_rows.column("split"), split_name),
-                                             pc.equal(item_rows.column("_shard"), shard)))
-        relative = shard_path(split_name, shard)
-        partials: list[dict] = []
+    partials: list[dict] = []
 
-        def chunks_with_stats():
-            for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
-                partials.append(column_stats.column_partials(chunk, continuous))
-                yield chunk
+    def chunks_with_stats():
+        for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
+            partials.append(column_stats.column_partials(chunk, continuous))
+            yield chunk
 
-        storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
-        meta["stats"].append(json.dumps(column_stats.combine_partials(partials)))
-        meta["split"].append(split_name)
-        meta["shard"].append(shard)
-        meta["path"].append(relative)
-        meta["rows"].append(shard_rows.num_rows)
-        meta["positives"].append(int(pc.sum(shard_rows.column("label")).as_py() or 0))
-    return pa.table(meta, schema=SHARD_META)
+    storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
+    return pa.table({"split": [entry["split"]], "shard": [entry["shard"]], "path": [relative],
+                     "rows": [shard_rows.num_rows],
+                     "positives": [int(pc.sum(shard_rows.column("label")).as_py() or 0)],
+                     "stats": [json.dumps(column_stats.combine_partials(partials))]}, schema=SHARD_META)
 
 
 def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
                    catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
                    parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int], dict[str, dict]]:
-    """Label rows with their user columns per user partition and hash them into shards;
-    in event mode, send each row's (item, time) and every event through a shuffle by
-    item to compute item columns as of each time and on to the same shards; join and
-    write each shard once. Returns the manifest's shard list, label counts and the train
-    split's column statistics (`column_stats.combine_partials`, merged in shard order)."""
-    total = rows.shards_per_split["train"] + rows.shards_per_split["test"]
-    to_shards = events.map_batches(training_rows.user_rows, batch_size=None, batch_format="pyarrow",
-                                   fn_kwargs={"options": rows})
+    """Label rows with their user columns per user partition and leave them for their shards
+    (`recsys_ray.build.exchange`); in event mode, send each row's (item, time) and every event
+    through a shuffle by item to compute item columns as of each time, left for the same
+    shards; then write each shard once from its files. Returns the manifest's shard list,
+    label counts and the train split's column statistics (`column_stats.combine_partials`,
+    merged in shard order)."""
+    exchange_kwargs = {"out": writer.out, "storage_options": writer.options}
+    parts = events.map_batches(exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
+                               fn_kwargs={"options": rows, **exchange_kwargs})
     if rows.feature_time == "event":
         queries = events.map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
                                      fn_kwargs={"options": rows})
-        item_rows = (
+        item_parts = (
             events.map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow")
             .union(queries)
             .repartition(parallelism, keys=["item_id"])
-            .map_batches(training_rows.item_rows, batch_size=None, batch_format="pyarrow",
+            .map_batches(exchange.item_row_parts, batch_size=None, batch_format="pyarrow",
                          fn_kwargs={"windows": rows.windows, "catalog": catalog,
-                                    "user_first_seen": user_first_seen(events), "output": rows.shard_shuffle_schema})
+                                    "user_first_seen": user_first_seen(events), **exchange_kwargs})
         )
-        to_shards = to_shards.union(item_rows)
-    written = (
-        to_shards.repartition(total, keys=["split", "_shard"])
-        .map_batches(write_shard_files, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
-                                "vocabularies": vocabularies})
-    )
-    meta = collect(written)
-    log.debug("examples and shards:\n%s", written.stats())
+        parts = parts.union(item_parts)
+    try:
+        plan = exchange.shard_plan(collect(parts))
+        meta = SHARD_META.empty_table()
+        if plan:
+            written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
+                write_shard, batch_size=1, batch_format="pyarrow",
+                fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
+                           "vocabularies": vocabularies})
+            meta = collect(written)
+            log.debug("examples and shards:\n%s", written.stats())
+    finally:
+        storage.delete(writer.uri(EXCHANGE_DIR), writer.options)
     shards: dict[str, list] = {"train": [], "test": []}
     labels: dict[tuple[str, int], int] = {}
     train_stats = []

@@ -24,11 +24,17 @@ REPORT_FILE = "report.html"
 EVAL_DIR = "eval"
 VOCAB_DIR = "vocab"
 DAILY_SUMMARY = "summaries/daily.parquet"  # events per day and type, for the report
+EXCHANGE_DIR = "_exchange"  # rows on their way to their shard, removed once the shards are written
 
 
 def shard_path(split: str, shard: int) -> str:
     """A shard's path relative to the version root."""
     return f"{split}/part-{shard:05d}.parquet"
+
+
+def exchange_path(kind: str, split: str, shard: int, producer: str) -> str:
+    """Where one producer task leaves its `kind` rows ("users" or "items") for one shard."""
+    return f"{EXCHANGE_DIR}/{kind}/{split}-{shard:05d}/{producer}.parquet"
 
 
 def vocabulary_path(column: str) -> str:

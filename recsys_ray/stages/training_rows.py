@@ -7,7 +7,7 @@ from where the item's events are:
 - feature time "event": `item_queries` names the (item, time) pairs the rows
   need; a batch of whole items' events and those queries gives `item_rows`,
   each item's features as of each queried time, tagged with the shard that
-  needs it; the shard writer joins them by (item_id, timestamp);
+  needs it; the shard's writer joins them by (item_id, timestamp);
 - feature time "cutoff": one frozen table of each item's features as of the
   cutoff (`item_side_at_cutoff`), joined by item_id.
 
@@ -72,14 +72,6 @@ class RowOptions:
     def item_rows_schema(self) -> pa.Schema:
         return pa.schema([*ITEM_QUERY, *schemas.item_row_features(self.windows)])
 
-    @property
-    def shard_shuffle_schema(self) -> pa.Schema:
-        """What reaches the shard writers: user rows, and in event mode item rows, each
-        with the other kind's columns null (a shuffle needs one schema)."""
-        if self.feature_time != "event":
-            return self.user_rows_schema
-        return pa.schema([*self.user_rows_schema, *schemas.item_row_features(self.windows)])
-
 
 def padded(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` as `schema`: its own columns, every other column of `schema` null."""
@@ -115,9 +107,9 @@ def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, 
 
 def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
     """Labelled rows of a batch holding whole users (every event, every split), with their
-    shard keys and user columns (`RowOptions.shard_shuffle_schema`: item columns null)."""
+    shard keys and user columns (`RowOptions.user_rows_schema`)."""
     if events.num_rows == 0:
-        return options.shard_shuffle_schema.empty_table()
+        return options.user_rows_schema.empty_table()
     rows = _labelled(events, options)
     if options.feature_time == "event":
         user = asof.user_features_as_of(events.select(list(EVENT_COLUMNS)), rows.select(["user_id", "timestamp"]),
@@ -129,7 +121,7 @@ def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
         user = per_user.drop_columns(["user_id"]).take(positions)
     for name in user.column_names:
         rows = rows.append_column(user.schema.field(name), user.column(name))
-    return padded(rows, options.shard_shuffle_schema)
+    return rows.select(options.user_rows_schema.names).cast(options.user_rows_schema)
 
 
 def item_queries(events: pa.Table, options: RowOptions) -> pa.Table:
@@ -143,19 +135,17 @@ def item_queries(events: pa.Table, options: RowOptions) -> pa.Table:
 
 
 def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-              user_first_seen: np.ndarray, output: pa.Schema | None = None) -> pa.Table:
+              user_first_seen: np.ndarray) -> pa.Table:
     """Item columns as of each queried time, for a batch holding whole items.
 
     `batch` holds events (`EVENT_COLUMNS`; `_shard` null or absent) and
     `ITEM_QUERY` rows (`_shard` set) of the same items, as a shuffle by item
     delivers them. `user_first_seen` is every user's first event time in
     microseconds, sorted: a query's `users_before` is how many lie before its
-    time. Returns `ITEM_QUERY` columns and `schemas.item_row_features(windows)`,
-    padded to `output` if given (the shard shuffle's schema).
+    time. Returns `ITEM_QUERY` columns and `schemas.item_row_features(windows)`
+    (`RowOptions.item_rows_schema`).
     """
     schema = pa.schema([*ITEM_QUERY, *schemas.item_row_features(windows)])
-    if output is not None:
-        return padded(item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen), output)
     if "_shard" not in batch.column_names or batch.num_rows == 0:
         return schema.empty_table()
     is_query = pc.is_valid(batch.column("_shard"))
@@ -230,20 +220,6 @@ def item_feature_table(item_side: pa.Table) -> pa.Table:
     """`features/items.parquet`: the items with training events, their features as of the cutoff."""
     return item_side.filter(pc.is_valid(item_side.column("item_total_interactions"))).drop_columns(
         list(schemas.CATALOG_ATTRIBUTES.names))
-
-
-def split_shard_batch(batch: pa.Table, options: RowOptions) -> tuple[pa.Table, pa.Table | None]:
-    """A shard writer's batch as the shuffle delivers it: (user rows, item rows or None).
-
-    In event mode the shuffle carries both kinds (user rows have `_order`, item
-    rows do not), each with the other's columns filled with nulls.
-    """
-    if options.feature_time != "event":
-        return batch.select(options.user_rows_schema.names).cast(options.user_rows_schema), None
-    is_row = pc.is_valid(batch.column("_order"))
-    rows = batch.filter(is_row).select(options.user_rows_schema.names).cast(options.user_rows_schema)
-    items = batch.filter(pc.invert(is_row)).select(options.item_rows_schema.names).cast(options.item_rows_schema)
-    return rows, items
 
 
 def item_positions(rows: pa.Table, item_side: pa.Table, by_time: bool) -> pa.Array:
@@ -321,7 +297,6 @@ def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptio
         partials = item_partials_for_partition(events, windows=options.windows, **options.split_kwargs)
         train_users = len(pc.unique(train_events(events, **options.split_kwargs).column("user_id")))
         item_side = item_side_at_cutoff(features.sum_item_partials(partials), train_users, catalog, options.windows)
-    users = split_shard_batch(users, options)[0]
     parts = []
     for _, _, shard in shard_groups(users):
         shard_items = item_side

@@ -1,6 +1,6 @@
-"""A build on a local Ray whose object store is far smaller than the build's data: Ray
-spills blocks to the spill directory (`RAY_object_spilling_directory`, docs/deploy.md)
-and the version is byte for byte the one an unspilled build writes."""
+"""A build on a local Ray whose object store is small and spills early: Ray spills blocks
+to the spill directory (`RAY_object_spilling_directory`, docs/deploy.md) and reads them
+back, and the version is byte for byte the one an unspilled build writes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from recsys_ray.build.manifest import read_manifest
 from recsys_ray.config import RecsysConfig
 
 OBJECT_STORE_BYTES = 80 * 2**20
+SPILL_THRESHOLD = 0.05
 
 BUILD_IN_A_SMALL_STORE = """
 import json, sys
@@ -42,8 +43,10 @@ def test_a_build_that_spills_writes_the_version_an_unspilled_build_writes(ray_se
     reference = build_training_data(RecsysConfig.load(build={**build, "out": str(tmp_path / "unspilled")}))
 
     spill_dir = tmp_path / "spill"
+    # Ray spills once the store is this full (default 0.8): the build keeps little in the
+    # store, so a low threshold makes sure blocks go to disk and come back.
     env = {**os.environ, "RAY_object_spilling_directory": str(spill_dir), "RAY_ADDRESS": "",
-           "RECSYS_PROGRESS": "0"}
+           "RAY_object_spilling_threshold": str(SPILL_THRESHOLD), "RECSYS_PROGRESS": "0"}
     done = subprocess.run([sys.executable, "-c", BUILD_IN_A_SMALL_STORE, str(OBJECT_STORE_BYTES),
                            json.dumps({**build, "out": str(tmp_path / "spilled")})],
                           env=env, capture_output=True, text=True, timeout=600)

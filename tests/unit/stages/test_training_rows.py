@@ -38,8 +38,8 @@ def by_key(table):
 
 def distributed(events, catalog, opts, user_batches=3, item_batches=2):
     """What the build does, without Ray: user batches, then (event mode) a shuffle of events and
-    queries by item, then a shuffle of everything by shard, each batch a concatenation of blocks
-    that must share one schema (as in a Ray Data shuffle)."""
+    queries by item (one batch a concatenation of blocks that share one schema, as in a Ray Data
+    shuffle), each batch's rows grouped by shard, then each shard from its groups."""
     def batch_of(values, n):
         return np.array([zlib.crc32(v.encode()) % n for v in values.to_pylist()])
 
@@ -50,7 +50,7 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
         vocab.vocab_partials_for_partition(part, attributes=vocab.item_attributes(catalog), **opts.split_kwargs)
         for part in user_parts)
     vocabs = {column: vocab.make_vocabulary(vocab.column_counts(combined, column)) for column in vocab.VOCABULARY_COLUMNS}
-    to_shards = list(rows)
+    item_rows = []
     if opts.feature_time == "event":
         first_seen = np.sort(np.concatenate([timestamp_micros(asof.user_first_seen(p).rename_columns(
             ["user_id", "timestamp"])) for p in user_parts]))
@@ -59,8 +59,8 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
         for b in range(item_batches):
             mine = [p.filter(pa.array(batch_of(p.column("item_id"), item_batches) == b)) for p in pieces]
             batch = pa.concat_tables(mine)
-            to_shards.append(training_rows.item_rows(batch, windows=opts.windows, catalog=catalog,
-                                                     user_first_seen=first_seen, output=opts.shard_shuffle_schema))
+            item_rows.append(training_rows.item_rows(batch, windows=opts.windows, catalog=catalog,
+                                                     user_first_seen=first_seen))
         item_side = None
     else:
         partials = [training_rows.item_partials_for_partition(p, windows=opts.windows, **opts.split_kwargs)
@@ -69,15 +69,21 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
                           for p in user_parts)
         item_side = training_rows.item_side_at_cutoff(features.sum_item_partials(pa.concat_tables(partials)),
                                                       train_users, catalog, opts.windows)
-    everything = pa.concat_tables(to_shards)
+    def groups(tables):
+        return {(split, shard): part for table in tables for split, shard, part in examples.shard_groups(table)}
+
+    user_groups = [groups([r]) for r in rows]
+    item_groups = [groups([r]) for r in item_rows]
     out = []
     for split_name in ("test", "train"):
         for shard in range(opts.shards_per_split[split_name]):
-            mine = everything.filter(pc.and_(pc.equal(everything.column("split"), split_name),
-                                             pc.equal(everything.column("_shard"), shard)))
-            user_part, items = training_rows.split_shard_batch(mine, opts)
-            out.extend(training_rows.finish_shard_chunks(user_part, item_side if items is None else items, opts, vocabs,
-                                                         chunk_rows=5))
+            mine = [g[(split_name, shard)] for g in user_groups if (split_name, shard) in g]
+            user_part = pa.concat_tables(mine) if mine else opts.user_rows_schema.empty_table()
+            items = item_side
+            if item_side is None:
+                theirs = [g[(split_name, shard)] for g in item_groups if (split_name, shard) in g]
+                items = pa.concat_tables(theirs) if theirs else opts.item_rows_schema.empty_table()
+            out.extend(training_rows.finish_shard_chunks(user_part, items, opts, vocabs, chunk_rows=5))
     return pa.concat_tables(out)
 
 
@@ -237,7 +243,7 @@ def test_item_rows_of_a_batch_without_queries_or_without_events():
 
 def test_shard_chunks_join_slices_to_the_whole_shard():
     opts = options()
-    rows = training_rows.split_shard_batch(training_rows.user_rows(EVENTS, opts), opts)[0]
+    rows = training_rows.user_rows(EVENTS, opts)
     part = rows.filter(pc.equal(rows["split"], "train"))
     first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
     items = training_rows.item_rows(pa.concat_tables([training_rows.item_events(EVENTS),

@@ -1,0 +1,86 @@
+"""How training rows reach their shard: through files under the version's `_exchange/`,
+not through a shuffle in the object store.
+
+Each producer task (a partition of whole users, or in event mode of whole
+items) writes its rows of each (split, shard) as one compressed Parquet file
+and returns one small row per file; each shard's writer then reads only its
+own files. Nothing wide waits in the object store, no task holds more than its
+partition or its shard, and the files are written once and read once. A
+producer's file names come from its smallest key, which no other partition
+holds, so a retried task overwrites its own files instead of adding rows.
+Storage every worker can read is all this needs, as for the shards themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ray import hashing
+from recsys_ray.build.writer import exchange_path
+from recsys_ray.io import storage
+from recsys_ray.stages import training_rows
+from recsys_ray.stages.examples import shard_groups
+
+# Fast to write and read back; these files live only until the shards are written.
+EXCHANGE_COMPRESSION = "lz4"
+PARTS = pa.schema([("kind", pa.string()), ("split", pa.string()), ("shard", pa.int32()),
+                   ("path", pa.string()), ("rows", pa.int64())])
+
+
+def producer_name(keys: pa.ChunkedArray | pa.Array) -> str:
+    """A name for the task whose rows have these keys: a hash of the smallest."""
+    smallest = pa.array([pc.min(keys).as_py()], pa.string())
+    return f"{int(hashing.hash_strings(smallest)[0]):016x}"
+
+
+def write_parts(rows: pa.Table, *, kind: str, key: str, out: str, options: storage.StorageOptions) -> pa.Table:
+    """Write each (split, shard) group of `rows` (which carry `split` and `_shard`) as one
+    exchange file; returns one `PARTS` row per file, its path relative to `out`."""
+    if rows.num_rows == 0:
+        return PARTS.empty_table()
+    producer = producer_name(rows.column(key))
+    meta: dict[str, list] = {name: [] for name in PARTS.names}
+    for split_name, shard, group in shard_groups(rows):
+        relative = exchange_path(kind, split_name, shard, producer)
+        storage.write_table(storage.join(out, relative), group, options, compression=EXCHANGE_COMPRESSION)
+        for name, value in zip(PARTS.names, (kind, split_name, shard, relative, group.num_rows)):
+            meta[name].append(value)
+    return pa.table(meta, schema=PARTS)
+
+
+def user_row_parts(events: pa.Table, *, options: training_rows.RowOptions, out: str,
+                   storage_options: storage.StorageOptions) -> pa.Table:
+    """`training_rows.user_rows` of a batch of whole users, left for their shards."""
+    return write_parts(training_rows.user_rows(events, options), kind="users", key="user_id", out=out,
+                       options=storage_options)
+
+
+def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
+                   user_first_seen: np.ndarray, out: str, storage_options: storage.StorageOptions) -> pa.Table:
+    """`training_rows.item_rows` of a batch of whole items' events and queries, left for their shards."""
+    rows = training_rows.item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen)
+    return write_parts(rows, kind="items", key="item_id", out=out, options=storage_options)
+
+
+def shard_plan(parts: pa.Table) -> list[dict]:
+    """One entry per shard with rows: split, shard and the paths of its user and item files,
+    sorted by (split, shard) and each path list sorted."""
+    plan: dict[tuple[str, int], dict] = {}
+    for row in parts.to_pylist():
+        entry = plan.setdefault((row["split"], row["shard"]),
+                                {"split": row["split"], "shard": row["shard"], "users": [], "items": []})
+        entry[row["kind"]].append(row["path"])
+    for entry in plan.values():
+        entry["users"].sort()
+        entry["items"].sort()
+    return [plan[key] for key in sorted(plan)]
+
+
+def read_parts(paths: Sequence[str], schema: pa.Schema, out: str, options: storage.StorageOptions) -> pa.Table:
+    """The rows of these exchange files (paths relative to `out`) as one table of `schema`."""
+    tables = [storage.read_table(storage.join(out, path), options).cast(schema) for path in paths]
+    return pa.concat_tables(tables) if tables else schema.empty_table()

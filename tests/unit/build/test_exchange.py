@@ -1,0 +1,106 @@
+"""Exchange files: each producer's rows of each shard in one file, read back per shard,
+named so that a retried producer replaces its own files; through them the rows of a
+snapshot split into partitions equal the one-batch reference."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from recsys_ray.build import exchange
+from recsys_ray.build.writer import EXCHANGE_DIR
+from recsys_ray.io import storage
+from recsys_ray.stages import asof, features, training_rows
+from recsys_ray.stages.split import timestamp_micros
+from tests.unit.stages.test_examples import EVENTS
+from tests.unit.stages.test_training_rows import CATALOG, options
+
+LOCAL = storage.StorageOptions()
+
+
+def partitions(events, key, n):
+    of = np.array([zlib.crc32(v.encode()) % n for v in events.column(key).to_pylist()])
+    return [events.filter(pa.array(of == b)) for b in range(n)]
+
+
+def exchange_files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
+
+
+def test_each_shard_of_a_producer_is_one_file_and_reads_back(tmp_path):
+    opts = options(shards={"train": 3, "test": 2})
+    rows = training_rows.user_rows(EVENTS, opts)
+    parts = exchange.write_parts(rows, kind="users", key="user_id", out=str(tmp_path), options=LOCAL)
+    assert parts.schema == exchange.PARTS
+    assert sum(parts["rows"].to_pylist()) == rows.num_rows
+    keys = set(zip(rows["split"].to_pylist(), rows["_shard"].to_pylist()))
+    assert set(zip(parts["split"].to_pylist(), parts["shard"].to_pylist())) == keys
+    assert all(path.startswith(f"{EXCHANGE_DIR}/users/") for path in parts["path"].to_pylist())
+    for part in parts.to_pylist():
+        back = exchange.read_parts([part["path"]], opts.user_rows_schema, str(tmp_path), LOCAL)
+        assert back.num_rows == part["rows"]
+        assert set(back["split"].to_pylist()) == {part["split"]} and set(back["_shard"].to_pylist()) == {part["shard"]}
+    assert exchange.read_parts([], opts.user_rows_schema, str(tmp_path), LOCAL).num_rows == 0
+
+
+def test_a_retried_producer_replaces_its_files_and_partitions_never_share_names(tmp_path):
+    opts = options()
+    first, second = partitions(EVENTS, "user_id", 2)
+    written = exchange.write_parts(training_rows.user_rows(first, opts), kind="users", key="user_id",
+                                   out=str(tmp_path), options=LOCAL)
+    before = exchange_files(tmp_path)
+    again = exchange.write_parts(training_rows.user_rows(first, opts), kind="users", key="user_id",
+                                 out=str(tmp_path), options=LOCAL)
+    assert again.equals(written) and exchange_files(tmp_path) == before
+    other = exchange.write_parts(training_rows.user_rows(second, opts), kind="users", key="user_id",
+                                 out=str(tmp_path), options=LOCAL)
+    assert not set(other["path"].to_pylist()) & set(written["path"].to_pylist())
+    assert exchange.producer_name(first["user_id"]) != exchange.producer_name(second["user_id"])
+    assert exchange.write_parts(training_rows.user_rows(first.slice(0, 0), opts), kind="users", key="user_id",
+                                out=str(tmp_path), options=LOCAL).num_rows == 0
+
+
+def test_shard_plan_groups_files_by_shard_in_order():
+    parts = pa.table({"kind": ["items", "users", "users", "users"], "split": ["train", "train", "test", "train"],
+                      "shard": pa.array([1, 1, 0, 0], pa.int32()), "path": ["c", "b", "x", "a"],
+                      "rows": pa.array([1, 2, 3, 4], pa.int64())}, schema=exchange.PARTS)
+    assert exchange.shard_plan(parts) == [
+        {"split": "test", "shard": 0, "users": ["x"], "items": []},
+        {"split": "train", "shard": 0, "users": ["a"], "items": []},
+        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"]},
+    ]
+
+
+@pytest.mark.parametrize("feature_time", ["event", "cutoff"])
+def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_time):
+    opts = options(feature_time, shards={"train": 3, "test": 2})
+    out = str(tmp_path)
+    user_parts = partitions(EVENTS, "user_id", 3)
+    metas = [exchange.user_row_parts(p, options=opts, out=out, storage_options=LOCAL) for p in user_parts]
+    item_side = None
+    if feature_time == "event":
+        first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
+        shuffled = pa.concat_tables([training_rows.item_events(EVENTS), training_rows.item_queries(EVENTS, opts)])
+        metas += [exchange.item_row_parts(batch, windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen,
+                                          out=out, storage_options=LOCAL)
+                  for batch in partitions(shuffled, "item_id", 2)]
+    else:  # the frozen table of item features as of the cutoff
+        partials = training_rows.item_partials_for_partition(EVENTS, windows=opts.windows, **opts.split_kwargs)
+        train_users = training_rows.user_features_at_cutoff(EVENTS, windows=(), history=0,
+                                                            **opts.split_kwargs).num_rows
+        item_side = training_rows.item_side_at_cutoff(features.sum_item_partials(partials), train_users, CATALOG,
+                                                      opts.windows)
+    vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
+    written = []
+    for entry in exchange.shard_plan(pa.concat_tables(metas)):
+        rows = exchange.read_parts(entry["users"], opts.user_rows_schema, out, LOCAL)
+        items = item_side if item_side is not None else exchange.read_parts(entry["items"], opts.item_rows_schema,
+                                                                            out, LOCAL)
+        written.extend(training_rows.finish_shard_chunks(rows, items, opts, vocabs))
+    result = pa.concat_tables(written)
+    assert result.equals(training_rows.one_batch_rows(EVENTS, CATALOG, opts))
+    assert pc.sum(pc.equal(result["label"], 1.0)).as_py() > 0
