@@ -258,21 +258,22 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
     columns joined and the vocabulary indices added, as consecutive `options.schema`
     tables of at most `chunk_rows` rows.
 
-    Item columns are looked up once for the shard and joined a slice at a time,
-    so a writer never holds the whole wide shard. Always yields at least one
-    table (empty for an empty shard), so the schema reaches the writer.
+    Item columns and every vocabulary index are looked up once for the shard
+    (each lookup builds a hash table of its vocabulary) and joined a slice at
+    a time, so a writer never holds the whole wide shard. Always yields at
+    least one table (empty for an empty shard), so the schema reaches the writer.
     """
     schema = options.schema
-    ordered = order_shard(rows)
+    ordered = with_indices(order_shard(rows), vocabularies)
     positions = item_positions(ordered, item_side, by_time=options.feature_time == "event")
-    item_columns = schemas.item_row_features(options.windows).names
+    items = with_indices(item_side.select(schemas.item_row_features(options.windows).names), vocabularies)
     for start in range(0, max(ordered.num_rows, 1), chunk_rows):
         length = min(chunk_rows, ordered.num_rows - start)
         chunk = ordered.slice(start, length)
-        looked_up = item_side.select(item_columns).take(positions.slice(start, length))
-        for name in item_columns:
+        looked_up = items.take(positions.slice(start, length))
+        for name in looked_up.column_names:
             chunk = chunk.append_column(looked_up.schema.field(name), looked_up.column(name))
-        yield with_indices(chunk, vocabularies).select(schema.names).cast(schema)
+        yield chunk.select(schema.names).cast(schema)
 
 
 def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOptions,
