@@ -1,8 +1,11 @@
 """Benchmark the training-data build against single-process Polars runs of the same job.
 
-For each size: generate N synthetic interactions (one Parquet file; users N/10,
-items N/50), then for each mode, on the same files and in the same run, alternate
-the Ray build and a Polars baseline `--repeats` times (ray, polars, ray, polars, ...):
+For each size: generate N synthetic interactions (one Parquet file, or files of
+`--file-rows` rows; users N/`--users-per`, items N/`--items-per`, default N/10 and
+N/50), then for each mode, on the same files and in the same run, alternate the Ray
+build and a Polars baseline `--repeats` times (ray, polars, ray, polars, ...). Above
+`--baseline-max` interactions only the Ray build runs (one process of Polars needs
+about 11 GB at 10M, so it cannot hold 100M in 24 GB):
 
   * event mode (`--feature-time event`, windows 7d,30d, history 20): each row's
     user and item features from the events strictly before the row's time;
@@ -23,6 +26,8 @@ bytes. Prints each run, then per size and mode each side's best wall time of
 the repeats, the ratio ray/polars and the highest memory and spill figures.
 
     ./run bench pipeline --sizes 1000000 10000000 --mode both --repeats 2
+    ./run bench pipeline --sizes 10000000 30000000 100000000 --mode event --repeats 1 \
+        --file-rows 10000000 --items-per 20 --baseline-max 0
 """
 
 from __future__ import annotations
@@ -631,16 +636,56 @@ def summarize(n: int, mode: str, runs: dict[str, list[dict]]) -> dict:
     memory = {kind: max(r["peak_memory_mb"] for r in rs) for kind, rs in runs.items()}
     spill = max((r.get("spill_dir_peak_bytes") or 0) for r in runs["ray"])
     store = [r.get("store_spilled_bytes") for r in runs["ray"]]
+    baseline = "polars" in runs
     summary = {"size": n, "mode": mode, "repeats": len(runs["ray"]), "ray_best_s": best["ray"],
-               "polars_best_s": best["polars"], "ratio": round(best["ray"] / best["polars"], 2),
-               "ray_peak_memory_mb": memory["ray"], "polars_peak_memory_mb": memory["polars"],
+               "ray_interactions_per_s": round(n / best["ray"]),
+               "polars_best_s": best.get("polars"),
+               "ratio": round(best["ray"] / best["polars"], 2) if baseline else None,
+               "ray_peak_memory_mb": memory["ray"], "polars_peak_memory_mb": memory.get("polars"),
                "ray_spill_dir_peak_bytes": spill,
                "ray_store_spilled_bytes": None if None in store else max(store)}
-    print(f"-- best of {summary['repeats']}: ray {best['ray']:.2f} s, polars {best['polars']:.2f} s, "
-          f"ratio ray/polars {summary['ratio']:.2f}x; highest memory in use: ray +{memory['ray']:,} MB, "
-          f"polars +{memory['polars']:,} MB; highest spill: dir {_bytes(spill)}, "
-          f"object store {_bytes(summary['ray_store_spilled_bytes'])}", flush=True)
+    line = f"-- best of {summary['repeats']}: ray {best['ray']:.2f} s ({summary['ray_interactions_per_s']:,} interactions/s)"
+    if baseline:
+        line += f", polars {best['polars']:.2f} s, ratio ray/polars {summary['ratio']:.2f}x"
+    line += f"; highest memory in use: ray +{memory['ray']:,} MB"
+    if baseline:
+        line += f", polars +{memory['polars']:,} MB"
+    print(line + f"; highest spill: dir {_bytes(spill)}, object store {_bytes(summary['ray_store_spilled_bytes'])}",
+          flush=True)
     return summary
+
+
+def write_inputs(cfg, data: str, file_rows: int | None) -> tuple[str, str]:
+    """Write `cfg`'s catalog and interactions under `data`; returns the paths the builds read
+    (the interactions: one file, or with `file_rows` a directory of files of that many rows)."""
+    from recsys_ray import synthetic
+    from recsys_ray.jobs.generate import write_chunks, write_synthetic
+
+    if not file_rows:
+        write_synthetic(cfg, data)
+        return f"{data}/interactions.parquet", f"{data}/items.parquet"
+    write_chunks(f"{data}/items.parquet", synthetic.item_chunks(cfg), "parquet")
+    pending: list = []
+    pending_rows, index = 0, 0
+
+    def flush(rows: int) -> None:
+        nonlocal pending, pending_rows, index
+        import pyarrow as pa
+
+        table = pa.concat_tables(pending)
+        groups = (table.slice(lo, min(cfg.chunk_rows, rows - lo)) for lo in range(0, rows, cfg.chunk_rows))
+        write_chunks(f"{data}/interactions/part-{index:05d}.parquet", groups, "parquet")
+        rest = table.slice(rows)
+        pending, pending_rows, index = ([rest] if rest.num_rows else []), rest.num_rows, index + 1
+
+    for table, _ in synthetic.interaction_chunks(cfg):
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= file_rows:
+            flush(file_rows)
+    if pending_rows:
+        flush(pending_rows)
+    return f"{data}/interactions", f"{data}/items.parquet"
 
 
 def main() -> None:
@@ -651,6 +696,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating (default 2)")
     parser.add_argument("--dirty-fraction", type=float, default=0.0,
                         help="share of invalid input rows, with half as many duplicates (default 0)")
+    parser.add_argument("--file-rows", type=int, default=None,
+                        help="interactions per input file (default: one file)")
+    parser.add_argument("--users-per", type=int, default=10, help="interactions per user (default 10)")
+    parser.add_argument("--items-per", type=int, default=50, help="interactions per item (default 50)")
+    parser.add_argument("--baseline-max", type=int, default=None,
+                        help="largest size with a Polars baseline (default: every size)")
     parser.add_argument("--workdir", default=None, help="directory for inputs, outputs and spill (default: TMPDIR)")
     parser.add_argument("--json", metavar="FILE", help="also write every run and summary as JSON")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -679,15 +730,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         for n in args.sizes:
             data = os.path.join(work, f"in-{n}")
-            write_synthetic(synthetic.SyntheticConfig(interactions=n, users=max(1000, n // 10),
-                                                      items=max(500, n // 50),
-                                                      dirty_fraction=args.dirty_fraction), data)
-            inter, items = f"{data}/interactions.parquet", f"{data}/items.parquet"
+            cfg = synthetic.SyntheticConfig(interactions=n, users=max(1000, n // args.users_per),
+                                            items=max(500, n // args.items_per),
+                                            dirty_fraction=args.dirty_fraction)
+            generated = time.perf_counter()
+            inter, items = write_inputs(cfg, data, args.file_rows)
+            print(f"\n{n:,} interactions ({cfg.users:,} users, {cfg.items:,} items) generated in "
+                  f"{time.perf_counter() - generated:.0f} s: {inter}", flush=True)
+            kinds = ("ray", "polars") if args.baseline_max is None or n <= args.baseline_max else ("ray",)
             for mode in modes:
                 print(f"\n== {n:,} interactions, {mode} mode ({MODES[mode]}) ==", flush=True)
-                runs: dict[str, list[dict]] = {"ray": [], "polars": []}
+                runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
                 for repeat in range(1, args.repeats + 1):
-                    for kind in ("ray", "polars"):
+                    for kind in kinds:
                         out = os.path.join(work, f"{kind}-{mode}-{n}-{repeat}")
                         spill = os.path.join(work, f"spill-{mode}-{n}-{repeat}") if kind == "ray" else None
                         result = child(kind, mode, inter, items, out, spill)
@@ -699,11 +754,15 @@ def main() -> None:
                         print(f"run {repeat} {describe(kind, result)}", flush=True)
                 report["summaries"].append(summarize(n, mode, runs))
             shutil.rmtree(data, ignore_errors=True)
-    print("\n| size | mode | Ray best | Polars best | ray/polars | Ray memory | Polars memory | Ray spill |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| size | mode | Ray best | interactions/s | Polars best | ray/polars | Ray memory | Polars memory "
+          "| Ray spill |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s in report["summaries"]:
-        print(f"| {s['size']:,} | {s['mode']} | {s['ray_best_s']:.1f} s | {s['polars_best_s']:.1f} s | "
-              f"{s['ratio']:.2f}x | +{s['ray_peak_memory_mb']:,} MB | +{s['polars_peak_memory_mb']:,} MB | "
+        polars = "-" if s["polars_best_s"] is None else f"{s['polars_best_s']:.1f} s"
+        ratio = "-" if s["ratio"] is None else f"{s['ratio']:.2f}x"
+        polars_memory = "-" if s["polars_peak_memory_mb"] is None else f"+{s['polars_peak_memory_mb']:,} MB"
+        print(f"| {s['size']:,} | {s['mode']} | {s['ray_best_s']:.1f} s | {s['ray_interactions_per_s']:,} | "
+              f"{polars} | {ratio} | +{s['ray_peak_memory_mb']:,} MB | {polars_memory} | "
               f"{_bytes(s['ray_spill_dir_peak_bytes'])} |")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
