@@ -95,6 +95,10 @@ class BuildConfig(Section):
         default=(7, 30), description="Windows in days for user_events_{N}d / item_events_{N}d (empty: none)")
     history: int = Field(default=20, ge=0, le=1000, description="Last N events of the user (0: no history columns)")
     min_frequency: int = Field(default=1, ge=1, description="Vocabulary values counted fewer times map to 1 (OOV)")
+    heavy_item_events: int | None = Field(
+        default=None, ge=1, description="In event mode, an item with more events is split into time slices of "
+                                        "about this many events (default: an average partition's events, at "
+                                        "least 100,000)")
     eval_negatives: int = Field(default=100, ge=0, le=100_000,
                                 description="Sampled candidates per user in the evaluation set")
 

@@ -13,7 +13,8 @@ Steps, in order (`recsys_ray.build.run` calls them):
    partials are summed into a frozen table passed to every worker;
 5. `write_examples`: positives and negatives per block with their user columns,
    left per shard in exchange files (`recsys_ray.build.exchange`), in event
-   mode with the item columns as of each row's time from a shuffle by item;
+   mode with the item columns as of each row's time from a shuffle by item
+   (a heavy item's time slices apart, `find_heavy_items`);
    each shard's writer reads its files, joins the item columns and writes the
    shard once, in a seed-determined order.
 """
@@ -41,7 +42,7 @@ from recsys_ray.build.writer import EVAL_DIR, EXCHANGE_DIR, VersionWriter, shard
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
-from recsys_ray.stages import asof, column_stats, eval_set, examples, features, split, training_rows, vocab
+from recsys_ray.stages import asof, column_stats, eval_set, examples, features, heavy, split, training_rows, vocab
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,38 @@ def user_first_seen(events) -> np.ndarray:
     return np.sort(np.concatenate(times)) if times else np.zeros(0, dtype=np.int64)
 
 
+# Items with fewer events than this are never split, whatever the partition size.
+HEAVY_ITEM_MIN_EVENTS = 100_000
+
+
+def heavy_item_limit(events_count: int, parallelism: int, configured: int | None) -> int:
+    """Events an item may have before its work is split: configured, else an average
+    partition's events (at least `HEAVY_ITEM_MIN_EVENTS`)."""
+    return configured or max(HEAVY_ITEM_MIN_EVENTS, int(np.ceil(events_count / parallelism)))
+
+
+def find_heavy_items(events, limit: int) -> heavy.HeavyItems:
+    """The items with more than `limit` events and their time slices (`recsys_ray.stages.heavy`).
+
+    An item with more than `limit` events over B blocks has more than limit / B
+    in one of them, so the blocks report only those candidates; their exact
+    counts per time bin then give the slices. The driver holds the candidates'
+    histograms only."""
+    blocks = max(1, events.num_blocks())
+    candidates = events.map_batches(heavy.candidate_counts, batch_size=None, batch_format="pyarrow",
+                                    fn_kwargs={"min_events": (limit + blocks) // blocks})
+    ids = tuple(sorted({item for part in candidates.iter_batches(batch_size=None, batch_format="pyarrow")
+                        for item in part.column("item_id").to_pylist()}))
+    if not ids:
+        return heavy.NO_HEAVY_ITEMS
+    summaries = collect(events.map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
+    summaries = summaries.filter(pc.greater(summaries.column("count"), 0))
+    edges = split.bin_edges(pc.min(summaries.column("min")).as_py(), pc.max(summaries.column("max")).as_py())
+    histograms = collect(events.map_batches(heavy.time_histograms, batch_size=None, batch_format="pyarrow",
+                                            fn_kwargs={"candidates": ids, "edges": edges}))
+    return heavy.plan_slices(histograms, edges, limit)
+
+
 def read_catalog(files: list[storage.FileEntry], vcfg: ValidationConfig, options: storage.StorageOptions,
                  writer: VersionWriter) -> tuple[pa.Table | None, dict[str, Any]]:
     """The validated, de-duplicated catalog (a frozen value the size of the catalog) and its counts."""
@@ -325,14 +358,20 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     parts = events.map_batches(exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
                                fn_kwargs={"options": rows, **exchange_kwargs})
     if rows.feature_time == "event":
+        carry = None
+        if rows.heavy_items:
+            summaries = collect(events.map_batches(heavy.slice_summaries, batch_size=None, batch_format="pyarrow",
+                                                   fn_kwargs={"heavy": rows.heavy_items}))
+            carry = heavy.carry_table(summaries, rows.heavy_items)
         queries = events.map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
                                      fn_kwargs={"options": rows})
         item_parts = (
-            events.map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow")
+            events.map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow",
+                               fn_kwargs={"heavy_items": rows.heavy_items})
             .union(queries)
-            .repartition(parallelism, keys=["item_id"])
+            .repartition(parallelism, keys=["item_id", "_slice"])
             .map_batches(exchange.item_row_parts, batch_size=None, batch_format="pyarrow",
-                         fn_kwargs={"windows": rows.windows, "catalog": catalog,
+                         fn_kwargs={"windows": rows.windows, "catalog": catalog, "carry": carry,
                                     "user_first_seen": user_first_seen(events), **exchange_kwargs})
         )
         parts = parts.union(item_parts)

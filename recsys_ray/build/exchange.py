@@ -31,18 +31,20 @@ PARTS = pa.schema([("kind", pa.string()), ("split", pa.string()), ("shard", pa.i
                    ("path", pa.string()), ("rows", pa.int64())])
 
 
-def producer_name(keys: pa.ChunkedArray | pa.Array) -> str:
-    """A name for the task whose rows have these keys: a hash of the smallest."""
-    smallest = pa.array([pc.min(keys).as_py()], pa.string())
-    return f"{int(hashing.hash_strings(smallest)[0]):016x}"
+def producer_name(keys: pa.Table) -> str:
+    """A name for the task whose rows have these keys (one or more columns): a hash of the
+    smallest key, which no other task's rows have."""
+    first = keys.take(pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in keys.column_names])[:1])
+    text = "\x1f".join(str(first.column(n)[0].as_py()) for n in keys.column_names)
+    return f"{int(hashing.hash_strings(pa.array([text], pa.string()))[0]):016x}"
 
 
-def write_parts(rows: pa.Table, *, kind: str, key: str, out: str, options: storage.StorageOptions) -> pa.Table:
+def write_parts(rows: pa.Table, *, kind: str, producer: str, out: str, options: storage.StorageOptions) -> pa.Table:
     """Write each (split, shard) group of `rows` (which carry `split` and `_shard`) as one
-    exchange file; returns one `PARTS` row per file, its path relative to `out`."""
+    exchange file named for `producer`; returns one `PARTS` row per file, its path
+    relative to `out`."""
     if rows.num_rows == 0:
         return PARTS.empty_table()
-    producer = producer_name(rows.column(key))
     meta: dict[str, list] = {name: [] for name in PARTS.names}
     for split_name, shard, group in shard_groups(rows):
         relative = exchange_path(kind, split_name, shard, producer)
@@ -55,15 +57,25 @@ def write_parts(rows: pa.Table, *, kind: str, key: str, out: str, options: stora
 def user_row_parts(events: pa.Table, *, options: training_rows.RowOptions, out: str,
                    storage_options: storage.StorageOptions) -> pa.Table:
     """`training_rows.user_rows` of a batch of whole users, left for their shards."""
-    return write_parts(training_rows.user_rows(events, options), kind="users", key="user_id", out=out,
+    rows = training_rows.user_rows(events, options)
+    if rows.num_rows == 0:
+        return PARTS.empty_table()
+    return write_parts(rows, kind="users", producer=producer_name(events.select(["user_id"])), out=out,
                        options=storage_options)
 
 
 def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-                   user_first_seen: np.ndarray, out: str, storage_options: storage.StorageOptions) -> pa.Table:
-    """`training_rows.item_rows` of a batch of whole items' events and queries, left for their shards."""
-    rows = training_rows.item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen)
-    return write_parts(rows, kind="items", key="item_id", out=out, options=storage_options)
+                   user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
+                   storage_options: storage.StorageOptions) -> pa.Table:
+    """`training_rows.item_rows` of a batch of whole items (or whole slices of heavy items),
+    left for their shards; named for the batch's smallest (item_id, `_slice`)."""
+    rows = training_rows.item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen,
+                                   carry=carry)
+    if rows.num_rows == 0:
+        return PARTS.empty_table()
+    keys = batch.select(["item_id", "_slice"])
+    return write_parts(rows, kind="items", producer=producer_name(keys.cast(pa.schema(
+        [pa.field("item_id", pa.string()), pa.field("_slice", pa.int32())]))), out=out, options=storage_options)
 
 
 def shard_plan(parts: pa.Table) -> list[dict]:

@@ -21,7 +21,7 @@ from recsys_ray.io.formats import InputError
 from recsys_ray.report.collect import daily_counts_of
 from recsys_ray.report.writer import BuildSummaries, write_report
 from recsys_ray.runtime import ensure_ray, shuffles_in_default_worker_pool
-from recsys_ray.stages import column_stats, training_rows, vocab
+from recsys_ray.stages import column_stats, heavy, training_rows, vocab
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,17 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         # Each positive brings at most K negatives, so this bounds the rows per split.
         shards_per_split = {s: dataflow.shard_count(positives.get(s, 0) * (1 + b.negatives), b)
                             for s in ("train", "test")}
+        heavy_items = heavy.NO_HEAVY_ITEMS
+        if b.feature_time == "event":
+            limit = dataflow.heavy_item_limit(events_count, parallelism, b.heavy_item_events)
+            heavy_items = dataflow.find_heavy_items(events, limit)
+            if heavy_items:
+                log.info("%d heavy item(s) with more than %d events, split into %d time slices",
+                         len(heavy_items.item_ids), limit, heavy_items.slice_count)
         rows = training_rows.RowOptions(
             cutoff_us=cutoff_us, strategy=b.split_strategy, positive_types=tuple(b.positive_types),
             candidates=candidates, negatives=b.negatives, seed=b.seed, shards_per_split=shards_per_split,
-            feature_time=b.feature_time, windows=b.windows, history=b.history)
+            feature_time=b.feature_time, windows=b.windows, history=b.history, heavy_items=heavy_items)
         shard_rows, label_counts, train_stats = dataflow.write_examples(
             events, rows, None if b.feature_time == "event" else item_side, catalog, vocabularies, writer,
             parallelism)

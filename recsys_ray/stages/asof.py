@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,15 @@ HISTORY_FIELDS = schemas.HISTORY_COLUMNS
 HISTORY_CHUNK_VALUES = 1 << 22
 HISTORY_CHUNK_BYTES = 1 << 29
 FIRST_SEEN = pa.schema([pa.field("user_id", pa.string()), pa.field("first_seen", schemas.TIMESTAMP)])
+# Per event: the earliest of its (user, item) pair (`pair_firsts`): what counts an item's distinct users.
+FIRST_USER_EVENT = "first_user_event"
+CARRY_COUNTS = ("total", "unique_users", *schemas.INTERACTION_TYPES, "rating_count")
+# The state an item's features carry from its events before `slice_start` (microseconds):
+# event counts, distinct users, counts by type, rated events and the exact rating sum as
+# floats that add up to it (`exact_parts`).
+CARRY = pa.schema([pa.field("item_id", pa.string()), pa.field("slice_start", pa.int64()),
+                   *[pa.field(name, pa.int64()) for name in CARRY_COUNTS],
+                   pa.field("rating_parts", pa.list_(pa.float64()))])
 
 _LIMB_BITS = 32
 _LIMB_MASK = np.uint64((1 << _LIMB_BITS) - 1)
@@ -113,14 +123,20 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
 
 
 def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Sequence[int] = (7, 30),
-                        catalog: pa.Table | None = None) -> pa.Table:
+                        catalog: pa.Table | None = None, carry: pa.Table | None = None) -> pa.Table:
     """Item features of each query row (item_id, timestamp t, users_before) from the item's events before t.
 
-    `events` (user_id, item_id, interaction_type, timestamp, rating) must hold
-    every event of every item in `queries`; `users_before` is the number of
-    distinct users with any event before t (see `user_first_seen`). Catalog
-    attributes come from `catalog` (de-duplicated; None: all null). Returns one
-    row per query row, in query order, as `item_as_of_schema(windows_days)`.
+    `events` (item_id, interaction_type, timestamp, rating, and user_id or
+    `FIRST_USER_EVENT`) must hold every event of every item in `queries`, or
+    with `carry` every event from the item's `slice_start` on; `users_before`
+    is the number of distinct users with any event before t (see
+    `user_first_seen`). `carry` (`CARRY` rows, one per item at most) is the
+    state of an item's events before its `slice_start`, which the features add
+    exactly; a window reaching back before `slice_start` then holds every event
+    before t, and the caller subtracts the events before t − N days (see
+    `recsys_ray.stages.heavy`). Catalog attributes come from `catalog`
+    (de-duplicated; None: all null). Returns one row per query row, in query
+    order, as `item_as_of_schema(windows_days)`.
     """
     schema = item_as_of_schema(windows_days)
     if queries.num_rows == 0:
@@ -130,15 +146,22 @@ def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         raise ValueError("users_before must not be null")
     users_before = users_before.to_numpy().astype(np.int64)
     item_code, items = _codes(events, "item_id")
-    user_code, users = _codes(events, "user_id")
     timeline = _Timeline.build(item_code, len(items), _times(events))
     query_item_code, query_items = _codes(queries, "item_id")
     points = _Points.build(_map_codes(query_items, items)[query_item_code], _times(queries))
     start, end = timeline.block_start[points.code], timeline.position(points)
 
-    counts = _counts(events, timeline, start, end)
-    total = end - start
-    unique_users = _range_sum(timeline.first_of_pairs(user_code, len(users)), start, end)
+    carried = _Carried.of(carry, items, points.code)
+    counts = _counts(events, timeline, start, end, carried)
+    for name in ("rating_count", *schemas.INTERACTION_TYPES):
+        counts[name] = counts[name] + carried.column(name)
+    total = end - start + carried.column("total")
+    if FIRST_USER_EVENT in events.column_names:
+        firsts = events.column(FIRST_USER_EVENT).to_numpy(zero_copy_only=False)[timeline.order]
+    else:
+        user_code, users = _codes(events, "user_id")
+        firsts = timeline.first_of_pairs(user_code, len(users))
+    unique_users = _range_sum(firsts, start, end) + carried.column("unique_users")
     by_point = {
         "item_total_interactions": total,
         "item_unique_users": unique_users,
@@ -148,7 +171,9 @@ def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         "item_purchase_rate": _ratio(counts["purchase"], total),
     }
     for name, days in zip(window_columns("item", windows_days), windows_days):
-        by_point[name] = end - timeline.position(points, before_us=int(days) * MICROS_PER_DAY)
+        reaches_back = points.t - int(days) * MICROS_PER_DAY < carried.slice_start
+        by_point[name] = (end - timeline.position(points, before_us=int(days) * MICROS_PER_DAY)
+                          + np.where(reaches_back, carried.column("total"), 0))
     table = pa.table(by_point).take(pa.array(points.of_row))
     popularity = _ratio(unique_users[points.of_row], users_before)
     table = table.append_column("item_popularity", popularity)
@@ -198,7 +223,34 @@ def exact_range_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.n
     return _limb_range_sums(values, lo, hi)
 
 
-def _limb_range_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def exact_totals(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[Fraction]:
+    """sum(values[lo[i]:hi[i]]) for each i as an exact `Fraction` (no rounding at all):
+    what a later sum can add to without losing exactness (`exact_parts`)."""
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+    if not np.isfinite(values).all():
+        raise ValueError("values to sum must be finite")
+    if len(lo) == 0 or not values.any():
+        return [Fraction(0)] * len(lo)
+    limbs, exponent = _limb_totals(values, lo, hi)
+    scale = Fraction(2) ** exponent
+    return [sum((int(limbs[k, i]) << (_LIMB_BITS * k) for k in range(limbs.shape[0])), 0) * scale
+            for i in range(len(lo))]
+
+
+def exact_parts(total: Fraction) -> list[float]:
+    """Floats whose exact sum is `total` (a sum of floats), largest first: an exact value
+    that travels as float64 and that `exact_range_sums` adds up exactly again."""
+    parts, rest = [], Fraction(total)
+    while rest:
+        part = float(rest)
+        parts.append(part)
+        rest -= Fraction(part)
+    return parts
+
+
+def _limb_totals(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, int]:
+    """Exact range sums as int64 limbs: sum_k limbs[k, i] * 2**(32 k + exponent)."""
     nonzero = values != 0
     fraction, exponent = np.frexp(values)
     mantissa = np.abs(fraction * 2.0 ** 53).astype(np.uint64)  # exact: |fraction| in [0.5, 1)
@@ -219,7 +271,11 @@ def _limb_range_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.n
     parts[limb + 2, columns] += (high_shifted >> np.uint64(_LIMB_BITS)).astype(np.int64) * sign
     cumulative = np.zeros((n_limbs, len(values) + 1), dtype=np.int64)
     np.cumsum(parts, axis=1, out=cumulative[:, 1:])
-    return _round_limbs(cumulative[:, hi] - cumulative[:, lo], lowest)
+    return cumulative[:, hi] - cumulative[:, lo], lowest
+
+
+def _limb_range_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return _round_limbs(*_limb_totals(values, lo, hi))
 
 
 def _round_limbs(limbs: np.ndarray, exponent: int) -> np.ndarray:
@@ -361,19 +417,96 @@ def _dense_rank(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank, ordered[new]
 
 
-def _counts(events: pa.Table, timeline: _Timeline, start: np.ndarray, end: np.ndarray) -> dict[str, np.ndarray]:
-    """Per [start, end) range of sorted events: events of each type, rated events and their rating sum."""
+def _counts(events: pa.Table, timeline: _Timeline, start: np.ndarray, end: np.ndarray,
+            carried: _Carried | None = None) -> dict[str, np.ndarray]:
+    """Per [start, end) range of sorted events: events of each type, rated events and their
+    rating sum (with `carried`, the exact sum also holds each range's carried rating parts)."""
     type_index = pc.fill_null(pc.index_in(events.column("interaction_type"),
                                           value_set=pa.array(schemas.INTERACTION_TYPES)), -1)
     type_sorted = type_index.to_numpy(zero_copy_only=False)[timeline.order]
     rating = events.column("rating")
     rated = pc.is_valid(rating).to_numpy(zero_copy_only=False)[timeline.order]
     rating_values = pc.fill_null(rating, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)[timeline.order]
+    if carried is None or not carried.any_parts:
+        rating_sum = exact_range_sums(rating_values, start, end)
+    else:
+        rating_sum = exact_range_sums(*carried.with_parts(rating_values, timeline, start, end))
     return {
         **{k: _range_sum(type_sorted == i, start, end) for i, k in enumerate(schemas.INTERACTION_TYPES)},
         "rating_count": _range_sum(rated, start, end),
-        "rating_sum": exact_range_sums(rating_values, start, end),
+        "rating_sum": rating_sum,
     }
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """The `CARRY` state of each point's key (zeros, and no slice start, for a key without one)."""
+
+    by_point: dict[str, np.ndarray]
+    slice_start: np.ndarray      # per point
+    parts: list[list[float]]     # per key code (n_codes + 1 entries)
+    point_code: np.ndarray
+
+    @classmethod
+    def of(cls, carry: pa.Table | None, keys: pa.Array, point_code: np.ndarray) -> _Carried:
+        n = len(point_code)
+        if carry is None or carry.num_rows == 0:
+            zeros = np.zeros(n, dtype=np.int64)
+            return cls({name: zeros for name in CARRY_COUNTS}, np.full(n, np.iinfo(np.int64).min), [], point_code)
+        carry = carry.cast(CARRY)
+        found = pc.fill_null(pc.index_in(keys, value_set=carry.column(CARRY.names[0])), -1)
+        row_of_code = np.append(found.to_numpy(zero_copy_only=False), -1).astype(np.int64)  # + the empty code
+        row = row_of_code[point_code]
+        has = row >= 0
+        safe = np.maximum(row, 0)
+
+        def per_point(name: str, missing: int) -> np.ndarray:
+            values = carry.column(name).to_numpy(zero_copy_only=False).astype(np.int64)
+            return np.where(has, values[safe], missing) if len(values) else np.full(n, missing)
+
+        parts_of_row = carry.column("rating_parts").to_pylist()
+        parts = [list(parts_of_row[r] or []) if r >= 0 else [] for r in row_of_code]
+        return cls({name: per_point(name, 0) for name in CARRY_COUNTS},
+                   per_point("slice_start", np.iinfo(np.int64).min), parts, point_code)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.by_point[name]
+
+    @property
+    def any_parts(self) -> bool:
+        return any(self.parts)
+
+    def with_parts(self, values: np.ndarray, timeline: _Timeline, start: np.ndarray,
+                   end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted values with each key's carried parts just before its block, and every
+        range widened to its parts: (values, lo, hi) for `exact_range_sums`."""
+        n_parts = np.array([len(p) for p in self.parts], dtype=np.int64)
+        before = np.concatenate([[0], np.cumsum(n_parts)])  # parts ahead of each code's block
+        codes = timeline.code
+        out = np.zeros(len(values) + int(before[-1]), dtype=np.float64)
+        out[np.arange(len(values)) + before[codes + 1]] = values
+        for code, parts in enumerate(self.parts):
+            if parts:
+                at = timeline.block_start[code] + before[code]
+                out[at:at + len(parts)] = parts
+        code = self.point_code
+        return out, start + before[code], end + before[code + 1]
+
+
+def pair_firsts(events: pa.Table, key: str = "user_id", other: str = "item_id") -> np.ndarray:
+    """Per event: is it the earliest of its (key, other) pair? (Of pair events at one time
+    any one is marked.) For a batch holding every event of each key, this is exact."""
+    if events.num_rows == 0:
+        return np.zeros(0, dtype=bool)
+    key_code, _ = _codes(events, key)
+    other_code, others = _codes(events, other)
+    pair = key_code * max(len(others), 1) + other_code
+    order = np.lexsort((_times(events), pair))
+    first = np.zeros(events.num_rows, dtype=bool)
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = pair[order][1:] != pair[order][:-1]
+    first[order[new]] = True
+    return first
 
 
 def _range_sum(flags: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

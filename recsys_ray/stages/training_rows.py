@@ -19,14 +19,14 @@ whole snapshot: the reference the distributed build must equal.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import schemas
-from recsys_ray.stages import asof, features, vocab
+from recsys_ray.stages import asof, features, heavy, vocab
 from recsys_ray.stages.examples import Candidates, assign_shards, label_examples, order_shard, shard_groups
 from recsys_ray.stages.split import timestamp_micros, train_events
 
@@ -35,9 +35,16 @@ SHARD_KEYS = pa.schema([pa.field("_shard", pa.int32()), pa.field("_order", pa.in
 ITEM_QUERY = pa.schema([pa.field("item_id", pa.string()), pa.field("timestamp", schemas.TIMESTAMP),
                         pa.field("split", pa.string()), pa.field("_shard", pa.int32())])
 # A Ray Data shuffle needs one schema for all its blocks: events and item queries travel to
-# the item batches as `ITEM_SHUFFLE` rows, each with the other kind's columns null.
-ITEM_SHUFFLE = pa.schema([*ITEM_QUERY, *[schemas.INTERACTIONS.field(n).with_nullable(True)
-                                          for n in EVENT_COLUMNS if n not in ITEM_QUERY.names]])
+# the item batches as `ITEM_SHUFFLE` rows, each with the other kind's columns null. The
+# shuffle is by (item_id, `_slice`): a heavy item's slices go their own ways
+# (`recsys_ray.stages.heavy`). `_window` is 0 for a row's query, N for the query at
+# t − N days that a heavy item's earlier slice answers. Events carry no user_id: the item
+# side counts distinct users by `asof.FIRST_USER_EVENT`.
+ITEM_ROUTING = pa.schema([pa.field("_slice", pa.int32()), pa.field("_window", pa.int32())])
+ITEM_SHUFFLE = pa.schema([*ITEM_QUERY, *ITEM_ROUTING,
+                          *[schemas.INTERACTIONS.field(n).with_nullable(True)
+                            for n in EVENT_COLUMNS if n not in ITEM_QUERY.names and n != "user_id"],
+                          pa.field(asof.FIRST_USER_EVENT, pa.bool_())])
 SHARD_CHUNK_ROWS = 262_144
 
 
@@ -55,6 +62,7 @@ class RowOptions:
     feature_time: str = "event"
     windows: tuple[int, ...] = (7, 30)
     history: int = 20
+    heavy_items: heavy.HeavyItems = heavy.NO_HEAVY_ITEMS
 
     @property
     def split_kwargs(self) -> dict:
@@ -126,45 +134,108 @@ def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
 
 def item_queries(events: pa.Table, options: RowOptions) -> pa.Table:
     """The distinct (item_id, timestamp, split, _shard) of a batch's rows: the item features
-    as of each row's time that each shard needs (feature time "event"), as `ITEM_SHUFFLE`."""
+    as of each row's time that each shard needs (feature time "event"), as `ITEM_SHUFFLE`,
+    with a heavy item's queries at t − N days (`heavy.window_queries`)."""
     if events.num_rows == 0:
         return ITEM_SHUFFLE.empty_table()
     rows = _labelled(events, options).select(ITEM_QUERY.names)
-    distinct = rows.group_by(ITEM_QUERY.names, use_threads=False).aggregate([])
-    return padded(distinct, ITEM_SHUFFLE)
+    distinct = rows.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
+    distinct = distinct.append_column(
+        "_slice", pa.array(options.heavy_items.slices(distinct.column("item_id"), timestamp_micros(distinct))))
+    own = distinct.append_column("_window", pa.array(np.zeros(distinct.num_rows, np.int32)))
+    earlier = heavy.window_queries(distinct, options.heavy_items, options.windows)
+    return padded(pa.concat_tables([own, earlier]), ITEM_SHUFFLE)
+
+
+def item_events(events: pa.Table, heavy_items: heavy.HeavyItems = heavy.NO_HEAVY_ITEMS) -> pa.Table:
+    """The event columns the item side needs, for a batch holding whole users, as
+    `ITEM_SHUFFLE`: no user_id, but whether each event is its (user, item) pair's first."""
+    table = events.select([n for n in EVENT_COLUMNS if n != "user_id"])
+    table = table.append_column(asof.FIRST_USER_EVENT, pa.array(asof.pair_firsts(events)))
+    table = table.append_column("_slice", pa.array(heavy_items.slices(table.column("item_id"),
+                                                                      timestamp_micros(table))))
+    return padded(table, ITEM_SHUFFLE)
 
 
 def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-              user_first_seen: np.ndarray) -> pa.Table:
-    """Item columns as of each queried time, for a batch holding whole items.
+              user_first_seen: np.ndarray, carry: pa.Table | None = None) -> pa.Table:
+    """Item columns as of each queried time, for a batch holding whole items or whole slices
+    of heavy items.
 
-    `batch` holds events (`EVENT_COLUMNS`; `_shard` null or absent) and
-    `ITEM_QUERY` rows (`_shard` set) of the same items, as a shuffle by item
+    `batch` holds events (`_shard` null) and queries (`_shard` set) of the same
+    items as `ITEM_SHUFFLE` rows, as the shuffle by (item_id, `_slice`)
     delivers them. `user_first_seen` is every user's first event time in
     microseconds, sorted: a query's `users_before` is how many lie before its
-    time. Returns `ITEM_QUERY` columns and `schemas.item_row_features(windows)`
-    (`RowOptions.item_rows_schema`).
+    time. `carry` (`heavy.carry_table`) is the state each heavy item's slice
+    starts from. Returns `ITEM_QUERY` columns and
+    `schemas.item_row_features(windows)` (`RowOptions.item_rows_schema`); a
+    query at t − N days gives a row with only `item_events_{N}d` set, the
+    negated events before t − N days, which `combine_item_parts` adds to the
+    row's own.
     """
     schema = pa.schema([*ITEM_QUERY, *schemas.item_row_features(windows)])
     if "_shard" not in batch.column_names or batch.num_rows == 0:
         return schema.empty_table()
+    parts = []
+    slices = batch.column("_slice") if "_slice" in batch.column_names else pa.nulls(batch.num_rows, pa.int32())
+    for slice_index in pc.unique(pc.fill_null(slices, 0)).to_pylist():
+        mine = batch.filter(pc.equal(pc.fill_null(slices, 0), slice_index))
+        own_carry = None
+        if carry is not None and slice_index:
+            own_carry = carry.filter(pc.equal(carry.column("slice"), slice_index)).drop_columns(["slice"])
+        parts.append(_slice_item_rows(mine, windows, catalog, user_first_seen, own_carry, schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _slice_item_rows(batch: pa.Table, windows: tuple[int, ...], catalog: pa.Table | None,
+                     user_first_seen: np.ndarray, carry: pa.Table | None, schema: pa.Schema) -> pa.Table:
     is_query = pc.is_valid(batch.column("_shard"))
-    queries = batch.filter(is_query).select(ITEM_QUERY.names).cast(ITEM_QUERY)
-    if queries.num_rows == 0:
-        return schema.empty_table()
-    queries = queries.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
-    events = batch.filter(pc.invert(is_query)).select(list(EVENT_COLUMNS))
-    users_before = asof.count_before(user_first_seen, timestamp_micros(queries))
-    item = asof.item_features_as_of(events, queries.append_column("users_before", pa.array(users_before)),
-                                    windows_days=windows, catalog=catalog)
-    for name in item.column_names:
-        queries = queries.append_column(item.schema.field(name), item.column(name))
-    return queries.select(schema.names).cast(schema)
+    events = batch.filter(pc.invert(is_query)).drop_columns(["_shard", "split"])
+    queries = batch.filter(is_query)
+    window = (pc.fill_null(queries.column("_window"), 0) if "_window" in queries.column_names
+              else pa.array(np.zeros(queries.num_rows, np.int32)))
+    own = queries.filter(pc.equal(window, 0)).select(ITEM_QUERY.names).cast(ITEM_QUERY)
+    own = own.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
+    parts = []
+    if own.num_rows:
+        users_before = asof.count_before(user_first_seen, timestamp_micros(own))
+        item = asof.item_features_as_of(events, own.append_column("users_before", pa.array(users_before)),
+                                        windows_days=windows, catalog=catalog, carry=carry)
+        for name in item.column_names:
+            own = own.append_column(item.schema.field(name), item.column(name))
+        parts.append(own.select(schema.names).cast(schema))
+    for days in windows:
+        earlier = queries.filter(pc.equal(window, days)).select(ITEM_QUERY.names).cast(ITEM_QUERY)
+        earlier = earlier.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
+        if earlier.num_rows == 0:
+            continue
+        at = pa.array(timestamp_micros(earlier) - days * features.MICROS_PER_DAY, pa.timestamp("us"))
+        before = asof.item_features_as_of(
+            events, pa.table({"item_id": earlier.column("item_id"), "timestamp": at.cast(schemas.TIMESTAMP),
+                              "users_before": pa.array(np.zeros(earlier.num_rows, np.int64))}),
+            windows_days=(), carry=carry).column("item_total_interactions")
+        negated = pc.negate(before)
+        parts.append(padded(earlier.append_column(f"item_events_{days}d", negated), schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def item_events(events: pa.Table) -> pa.Table:
-    """The event columns the item side needs (a batch's events, any partitioning), as `ITEM_SHUFFLE`."""
-    return padded(events.select(list(EVENT_COLUMNS)), ITEM_SHUFFLE)
+def combine_item_parts(item_side: pa.Table, windows: tuple[int, ...]) -> pa.Table:
+    """One row per (item_id, timestamp, split, _shard): a heavy item's row plus the rows
+    of its queries at t − N days (`item_rows`), whose window counts it adds."""
+    partial = pc.is_null(item_side.column("item_total_interactions"))
+    if not pc.any(partial).as_py():
+        return item_side
+    own, parts = item_side.filter(pc.invert(partial)), item_side.filter(partial)
+    names = schemas.window_columns("item", windows)
+    keys = ITEM_QUERY.names
+    summed = parts.select([*keys, *names]).group_by(keys, use_threads=False).aggregate(
+        [(n, "sum") for n in names])
+    joined = own.append_column("_row", pa.array(np.arange(own.num_rows, dtype=np.int64))).join(
+        summed, keys, join_type="left outer", use_threads=False).sort_by("_row")
+    for name in names:
+        added = pc.add(joined.column(name), pc.fill_null(joined.column(f"{name}_sum"), 0))
+        own = own.set_column(own.schema.get_field_index(name), own.schema.field(name), added.cast(pa.int64()))
+    return own
 
 
 def item_window_counts(train: pa.Table, cutoff_us: int, windows: tuple[int, ...]) -> pa.Table:
@@ -265,6 +336,8 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
     """
     schema = options.schema
     ordered = with_indices(order_shard(rows), vocabularies)
+    if options.feature_time == "event":
+        item_side = combine_item_parts(item_side, options.windows)
     positions = item_positions(ordered, item_side, by_time=options.feature_time == "event")
     items = with_indices(item_side.select(schemas.item_row_features(options.windows).names), vocabularies)
     for start in range(0, max(ordered.num_rows, 1), chunk_rows):
@@ -288,12 +361,14 @@ def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOpti
 def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptions) -> pa.Table:
     """Every training row of a snapshot held in one batch (all events of every user and item),
     sorted by split, shard and shard order: what the distributed build writes, concatenated."""
+    options = replace(options, heavy_items=heavy.NO_HEAVY_ITEMS)  # one batch holds every item whole
     vocabularies = vocabularies_of(events, catalog, options)
     users = user_rows(events, options)
     if options.feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(events).rename_columns(["user_id", "timestamp"])))
         item_side = item_rows(pa.concat_tables([item_events(events), item_queries(events, options)]),
                               windows=options.windows, catalog=catalog, user_first_seen=first_seen)
+        item_side = combine_item_parts(item_side, options.windows)
     else:
         partials = item_partials_for_partition(events, windows=options.windows, **options.split_kwargs)
         train_users = len(pc.unique(train_events(events, **options.split_kwargs).column("user_id")))

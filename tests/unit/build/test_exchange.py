@@ -34,7 +34,8 @@ def exchange_files(root):
 def test_each_shard_of_a_producer_is_one_file_and_reads_back(tmp_path):
     opts = options(shards={"train": 3, "test": 2})
     rows = training_rows.user_rows(EVENTS, opts)
-    parts = exchange.write_parts(rows, kind="users", key="user_id", out=str(tmp_path), options=LOCAL)
+    parts = exchange.write_parts(rows, kind="users", producer="p0", out=str(tmp_path),
+                                 options=LOCAL)
     assert parts.schema == exchange.PARTS
     assert sum(parts["rows"].to_pylist()) == rows.num_rows
     keys = set(zip(rows["split"].to_pylist(), rows["_shard"].to_pylist()))
@@ -50,18 +51,23 @@ def test_each_shard_of_a_producer_is_one_file_and_reads_back(tmp_path):
 def test_a_retried_producer_replaces_its_files_and_partitions_never_share_names(tmp_path):
     opts = options()
     first, second = partitions(EVENTS, "user_id", 2)
-    written = exchange.write_parts(training_rows.user_rows(first, opts), kind="users", key="user_id",
-                                   out=str(tmp_path), options=LOCAL)
+    written = exchange.user_row_parts(first, options=opts, out=str(tmp_path), storage_options=LOCAL)
     before = exchange_files(tmp_path)
-    again = exchange.write_parts(training_rows.user_rows(first, opts), kind="users", key="user_id",
-                                 out=str(tmp_path), options=LOCAL)
+    again = exchange.user_row_parts(first, options=opts, out=str(tmp_path), storage_options=LOCAL)
     assert again.equals(written) and exchange_files(tmp_path) == before
-    other = exchange.write_parts(training_rows.user_rows(second, opts), kind="users", key="user_id",
-                                 out=str(tmp_path), options=LOCAL)
+    other = exchange.user_row_parts(second, options=opts, out=str(tmp_path), storage_options=LOCAL)
     assert not set(other["path"].to_pylist()) & set(written["path"].to_pylist())
-    assert exchange.producer_name(first["user_id"]) != exchange.producer_name(second["user_id"])
-    assert exchange.write_parts(training_rows.user_rows(first.slice(0, 0), opts), kind="users", key="user_id",
-                                out=str(tmp_path), options=LOCAL).num_rows == 0
+    assert exchange.producer_name(first.select(["user_id"])) != exchange.producer_name(second.select(["user_id"]))
+    assert exchange.user_row_parts(first.slice(0, 0), options=opts, out=str(tmp_path),
+                                   storage_options=LOCAL).num_rows == 0
+
+
+def test_producer_names_come_from_the_smallest_key_of_every_column():
+    keys = pa.table({"item_id": ["b", "a", "a"], "_slice": pa.array([0, 2, 1], pa.int32())})
+    same_smallest = pa.table({"item_id": ["a", "c"], "_slice": pa.array([1, 0], pa.int32())})
+    other_slice = pa.table({"item_id": ["a"], "_slice": pa.array([2], pa.int32())})
+    assert exchange.producer_name(keys) == exchange.producer_name(same_smallest)
+    assert exchange.producer_name(keys) != exchange.producer_name(other_slice)
 
 
 def test_shard_plan_groups_files_by_shard_in_order():
@@ -86,7 +92,7 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
         shuffled = pa.concat_tables([training_rows.item_events(EVENTS), training_rows.item_queries(EVENTS, opts)])
         metas += [exchange.item_row_parts(batch, windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen,
-                                          out=out, storage_options=LOCAL)
+                                          carry=None, out=out, storage_options=LOCAL)
                   for batch in partitions(shuffled, "item_id", 2)]
     else:  # the frozen table of item features as of the cutoff
         partials = training_rows.item_partials_for_partition(EVENTS, windows=opts.windows, **opts.split_kwargs)

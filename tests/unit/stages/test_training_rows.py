@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 
 from recsys_ray import schemas
-from recsys_ray.stages import asof, examples, features, training_rows, vocab
+from recsys_ray.stages import asof, examples, features, heavy, split, training_rows, vocab
 from recsys_ray.stages.split import timestamp_micros
 from tests.unit.stages import test_asof_properties as brute
 from tests.unit.stages.test_examples import CUTOFF_US, EVENTS, POSITIVE, UNIFORM, at
@@ -36,10 +37,22 @@ def by_key(table):
     return {(r["user_id"], r["item_id"], r["split"], r["label"], r["timestamp"]): r for r in table.to_pylist()}
 
 
-def distributed(events, catalog, opts, user_batches=3, item_batches=2):
+def heavy_plan(user_parts, limit):
+    """`dataflow.find_heavy_items` without Ray: candidates per batch, histograms, slices."""
+    blocks = len(user_parts)
+    candidates = pa.concat_tables([heavy.candidate_counts(p, (limit + blocks) // blocks) for p in user_parts])
+    ids = tuple(sorted(set(candidates["item_id"].to_pylist())))
+    ts = np.concatenate([timestamp_micros(p) for p in user_parts])
+    edges = split.bin_edges(int(ts.min()), int(ts.max()))
+    histograms = pa.concat_tables([heavy.time_histograms(p, ids, edges) for p in user_parts])
+    return heavy.plan_slices(histograms, edges, limit)
+
+
+def distributed(events, catalog, opts, user_batches=3, item_batches=2, heavy_limit=None):
     """What the build does, without Ray: user batches, then (event mode) a shuffle of events and
-    queries by item (one batch a concatenation of blocks that share one schema, as in a Ray Data
-    shuffle), each batch's rows grouped by shard, then each shard from its groups."""
+    queries by item and slice (one batch a concatenation of blocks that share one schema, as in
+    a Ray Data shuffle), heavy items cut into slices of about `heavy_limit` events, each batch's
+    rows grouped by shard, then each shard from its groups."""
     def batch_of(values, n):
         return np.array([zlib.crc32(v.encode()) % n for v in values.to_pylist()])
 
@@ -54,13 +67,22 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2):
     if opts.feature_time == "event":
         first_seen = np.sort(np.concatenate([timestamp_micros(asof.user_first_seen(p).rename_columns(
             ["user_id", "timestamp"])) for p in user_parts]))
-        pieces = [training_rows.item_events(p) for p in user_parts]
+        carry = None
+        if heavy_limit is not None:
+            opts = replace(opts, heavy_items=heavy_plan(user_parts, heavy_limit))
+            carry = heavy.carry_table(pa.concat_tables([heavy.slice_summaries(p, opts.heavy_items)
+                                                        for p in user_parts]), opts.heavy_items)
+        pieces = [training_rows.item_events(p, opts.heavy_items) for p in user_parts]
         pieces += [training_rows.item_queries(p, opts) for p in user_parts]
+
+        def routing(p):
+            return pc.binary_join_element_wise(p.column("item_id"), pc.cast(p.column("_slice"), pa.string()), "/")
+
         for b in range(item_batches):
-            mine = [p.filter(pa.array(batch_of(p.column("item_id"), item_batches) == b)) for p in pieces]
+            mine = [p.filter(pa.array(batch_of(routing(p), item_batches) == b)) for p in pieces]
             batch = pa.concat_tables(mine)
             item_rows.append(training_rows.item_rows(batch, windows=opts.windows, catalog=catalog,
-                                                     user_first_seen=first_seen))
+                                                     user_first_seen=first_seen, carry=carry))
         item_side = None
     else:
         partials = [training_rows.item_partials_for_partition(p, windows=opts.windows, **opts.split_kwargs)
@@ -194,6 +216,8 @@ def test_event_mode_rows_equal_a_per_row_recomputation(seed):
             else:
                 assert got == value, (name, got, value, row)
     assert distributed(table, catalog, opts).equals(result)
+    for limit in (1, 3):  # every item with more events cut into slices, windows across them
+        assert distributed(table, catalog, opts, heavy_limit=limit).equals(result), limit
 
 
 # the distributed path
@@ -207,6 +231,9 @@ def test_user_batches_item_batches_and_shards_equal_one_batch(feature_time, stra
     assert whole.num_rows > 30
     for user_batches, item_batches in ((1, 1), (3, 2), (6, 5)):
         assert distributed(EVENTS, CATALOG, opts, user_batches, item_batches).equals(whole)
+        if feature_time == "event":
+            for limit in (1, 2, 4):
+                assert distributed(EVENTS, CATALOG, opts, user_batches, item_batches, heavy_limit=limit).equals(whole)
 
 
 def test_a_planted_event_at_or_after_a_rows_time_changes_nothing_in_that_row():
