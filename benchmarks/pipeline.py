@@ -22,7 +22,9 @@ object store's shared memory) and reports its peak above the value just before
 the child started (once it has settled after the previous run); for Ray runs
 also the peak size of the Ray spill directory (set per run through
 RAY_object_spilling_directory) and the object store's own total of spilled
-bytes. Prints each run, then per size and mode each side's best wall time of
+bytes, and the peak rise of the disk in use on the work directory's file system
+(inputs excluded: they exist before the start) with, every 5 s, the size of the
+build's output directory (its shards and exchange files). Prints each run, then per size and mode each side's best wall time of
 the repeats, the ratio ray/polars and the highest memory and spill figures.
 
     ./run bench pipeline --sizes 1000000 10000000 --mode both --repeats 2
@@ -52,6 +54,7 @@ import psutil  # noqa: E402
 
 DAY_US = 86_400_000_000
 SAMPLE_S = 0.2
+OUTPUT_SAMPLE_EVERY = 25  # the output directory's size every 5 s
 # The build options of each mode (`recsys-ray build` flags in the comments).
 MODES = {
     "event": {"feature_time": "event", "windows": "7d,30d", "history": 20},   # the defaults
@@ -581,14 +584,20 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
         os.makedirs(spill_dir, exist_ok=True)
         env["RAY_object_spilling_directory"] = spill_dir
     before = settled_memory_in_use()
-    peak = {"memory": before, "spill": 0}
+    disk_before = shutil.disk_usage(os.path.dirname(out)).used
+    peak = {"memory": before, "spill": 0, "disk": disk_before, "output": 0}
     stop = threading.Event()
 
     def sample() -> None:
+        samples = 0
         while not stop.is_set():
             peak["memory"] = max(peak["memory"], memory_in_use())
+            peak["disk"] = max(peak["disk"], shutil.disk_usage(os.path.dirname(out)).used)
             if spill_dir:
                 peak["spill"] = max(peak["spill"], directory_bytes(spill_dir))
+            if samples % OUTPUT_SAMPLE_EVERY == 0:  # walking thousands of exchange files costs CPU
+                peak["output"] = max(peak["output"], directory_bytes(out))
+            samples += 1
             stop.wait(SAMPLE_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -604,6 +613,7 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
         raise RuntimeError(f"{kind} {mode} run failed (exit {process.returncode}):\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(process_s=round(process_s, 2), memory_before_mb=round(before / 2**20), peak_memory_mb=round((peak["memory"] - before) / 2**20))
+    result.update(disk_peak_bytes=peak["disk"] - disk_before, output_dir_peak_bytes=peak["output"])
     if spill_dir:
         result["spill_dir_peak_bytes"] = peak["spill"]
     return result
@@ -628,6 +638,8 @@ def describe(kind: str, r: dict) -> str:
     if kind == "ray":
         line += (f"  spill dir peak {_bytes(r.get('spill_dir_peak_bytes'))}, object store spilled "
                  f"{_bytes(r.get('store_spilled_bytes'))} / restored {_bytes(r.get('store_restored_bytes'))}")
+    line += (f"  disk in use peak +{_bytes(r.get('disk_peak_bytes'))} (output dir peak "
+             f"{_bytes(r.get('output_dir_peak_bytes'))})")
     return line + f"\n        stages: {r['stages_s']}"
 
 

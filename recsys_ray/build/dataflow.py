@@ -38,7 +38,7 @@ from ray.data import DataContext
 from recsys_ray import schemas, validation
 from recsys_ray.build import exchange, inputs
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import EVAL_DIR, EXCHANGE_DIR, VersionWriter, shard_path, vocabulary_path
+from recsys_ray.build.writer import EVAL_DIR, EXCHANGE_DIR, VersionWriter, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
@@ -306,45 +306,6 @@ def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
     return totals
 
 
-SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
-                        ("rows", pa.int64()), ("positives", pa.int64()), ("stats", pa.string())])
-
-
-def continuous_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if "continuous" in schemas.column_tags(f)]
-
-
-def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
-                item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
-    """Write the shard of a one-row `batch` of `exchange.shard_plan` as one Parquet file.
-
-    Its user rows, and in event mode its item rows (item features as of each
-    row's time), are read from the exchange; in cutoff mode `item_side` is the
-    frozen table of item features as of the cutoff. Returns one row: split,
-    shard, path, rows, positives and the statistics of its continuous columns
-    (JSON of `column_stats.column_partials`).
-    """
-    entry = batch.to_pylist()[0]
-    shard_rows = exchange.read_parts(entry["users"], rows.user_rows_schema, out, options)
-    items = item_side
-    if rows.feature_time == "event":
-        items = exchange.read_parts(entry["items"], rows.item_rows_schema, out, options)
-    relative = shard_path(entry["split"], entry["shard"])
-    continuous = continuous_columns(rows.schema)
-    partials: list[dict] = []
-
-    def chunks_with_stats():
-        for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
-            partials.append(column_stats.column_partials(chunk, continuous))
-            yield chunk
-
-    storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
-    return pa.table({"split": [entry["split"]], "shard": [entry["shard"]], "path": [relative],
-                     "rows": [shard_rows.num_rows],
-                     "positives": [int(pc.sum(shard_rows.column("label")).as_py() or 0)],
-                     "stats": [json.dumps(column_stats.combine_partials(partials))]}, schema=SHARD_META)
-
-
 def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
                    catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
                    parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int], dict[str, dict]]:
@@ -377,10 +338,10 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
         parts = parts.union(item_parts)
     try:
         plan = exchange.shard_plan(collect(parts))
-        meta = SHARD_META.empty_table()
+        meta = exchange.SHARD_META.empty_table()
         if plan:
             written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
-                write_shard, batch_size=1, batch_format="pyarrow",
+                exchange.write_shard, batch_size=1, batch_format="pyarrow",
                 fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
                            "vocabularies": vocabularies})
             meta = collect(written)

@@ -5,7 +5,8 @@ Each producer task (a partition of whole users, or in event mode of whole
 items) writes its rows of each (split, shard) as one compressed Parquet file
 and returns one small row per file; each shard's writer then reads only its
 own files. Nothing wide waits in the object store, no task holds more than its
-partition or its shard, and the files are written once and read once. A
+partition or its shard, and the files are written once, read once and deleted
+as soon as their shard is written. A
 producer's file names come from its smallest key, which no other partition
 holds, so a retried task overwrites its own files instead of adding rows.
 Storage every worker can read is all this needs, as for the shards themselves.
@@ -13,16 +14,17 @@ Storage every worker can read is all this needs, as for the shards themselves.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_ray import hashing
-from recsys_ray.build.writer import exchange_path
+from recsys_ray import hashing, schemas
+from recsys_ray.build.writer import exchange_path, shard_path
 from recsys_ray.io import storage
-from recsys_ray.stages import training_rows
+from recsys_ray.stages import column_stats, training_rows
 from recsys_ray.stages.examples import shard_groups
 
 # Fast to write and read back; these files live only until the shards are written.
@@ -96,3 +98,48 @@ def read_parts(paths: Sequence[str], schema: pa.Schema, out: str, options: stora
     """The rows of these exchange files (paths relative to `out`) as one table of `schema`."""
     tables = [storage.read_table(storage.join(out, path), options).cast(schema) for path in paths]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
+                        ("rows", pa.int64()), ("positives", pa.int64()), ("stats", pa.string())])
+
+
+def continuous_columns(schema: pa.Schema) -> list[str]:
+    """The columns of `schema` whose statistics the manifest records."""
+    return [f.name for f in schema if "continuous" in schemas.column_tags(f)]
+
+
+def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
+                item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
+    """Write the shard of a one-row `batch` of `shard_plan` as one Parquet file,
+    then delete the exchange files it was written from.
+
+    Its user rows, and in event mode its item rows (item features as of each
+    row's time), are read from the exchange; in cutoff mode `item_side` is the
+    frozen table of item features as of the cutoff. Returns one row: split,
+    shard, path, rows, positives and the statistics of its continuous columns
+    (JSON of `column_stats.column_partials`).
+    """
+    entry = batch.to_pylist()[0]
+    shard_rows = read_parts(entry["users"], rows.user_rows_schema, out, options)
+    items = item_side
+    if rows.feature_time == "event":
+        items = read_parts(entry["items"], rows.item_rows_schema, out, options)
+    relative = shard_path(entry["split"], entry["shard"])
+    continuous = continuous_columns(rows.schema)
+    partials: list[dict] = []
+
+    def chunks_with_stats():
+        for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
+            partials.append(column_stats.column_partials(chunk, continuous))
+            yield chunk
+
+    storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
+    # Only this shard reads these files: freeing them now keeps the build's disk use near
+    # max(exchange, shards) rather than their sum.
+    for path in entry["users"] + entry["items"]:
+        storage.delete(storage.join(out, path), options)
+    return pa.table({"split": [entry["split"]], "shard": [entry["shard"]], "path": [relative],
+                     "rows": [shard_rows.num_rows],
+                     "positives": [int(pc.sum(shard_rows.column("label")).as_py() or 0)],
+                     "stats": [json.dumps(column_stats.combine_partials(partials))]}, schema=SHARD_META)

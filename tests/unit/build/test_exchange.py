@@ -101,12 +101,19 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
         item_side = training_rows.item_side_at_cutoff(features.sum_item_partials(partials), train_users, CATALOG,
                                                       opts.windows)
     vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
-    written = []
-    for entry in exchange.shard_plan(pa.concat_tables(metas)):
-        rows = exchange.read_parts(entry["users"], opts.user_rows_schema, out, LOCAL)
-        items = item_side if item_side is not None else exchange.read_parts(entry["items"], opts.item_rows_schema,
-                                                                            out, LOCAL)
-        written.extend(training_rows.finish_shard_chunks(rows, items, opts, vocabs))
+    plan = exchange.shard_plan(pa.concat_tables(metas))
+    written, metas = [], []
+    for entry in plan:
+        meta = exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs)
+        assert meta.schema == exchange.SHARD_META
+        for path in entry["users"] + entry["items"]:  # read once, then freed
+            assert not (tmp_path / path).exists()
+        written.append(storage.read_table(storage.join(out, meta["path"][0].as_py()), LOCAL))
+        metas.append(meta)
+    assert not exchange_files(tmp_path / EXCHANGE_DIR)
     result = pa.concat_tables(written)
     assert result.equals(training_rows.one_batch_rows(EVENTS, CATALOG, opts))
     assert pc.sum(pc.equal(result["label"], 1.0)).as_py() > 0
+    meta = pa.concat_tables(metas)
+    assert meta["rows"].to_pylist() == [t.num_rows for t in written]
+    assert meta["positives"].to_pylist() == [pc.sum(t["label"]).as_py() for t in written]
