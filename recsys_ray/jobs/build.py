@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--test-fraction", type=float, help="share of events at or after the cutoff (default 0.1)")
     opt.add_argument("--cutoff", help="explicit ISO-8601 cutoff instead of --test-fraction")
     opt.add_argument("--parallelism", type=int, help="blocks per stage (default: automatic)")
+    opt.add_argument("--heavy-item-events", type=int, help="event mode: an item with more events is cut into "
+                     "time slices of about this many (default: an average partition's events, at least 100,000)")
     feat = parser.add_argument_group("features")
     feat.add_argument("--feature-time", choices=["event", "cutoff"],
                       help="event (default): each row's features from events strictly before its own time; "
@@ -64,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 FLAGS = {"storage.root": "--root", **{f"build.{name}": "--" + name.replace("_", "-") for name in (
     "interactions", "items", "tenant", "out", "version", "shards", "rows_per_shard", "seed", "negatives",
     "sampling", "popularity_alpha", "positive_types", "split_strategy", "test_fraction", "cutoff", "parallelism",
-    "feature_time", "windows", "history", "min_frequency", "eval_negatives")}}
+    "heavy_item_events", "feature_time", "windows", "history", "min_frequency", "eval_negatives")}}
 
 
 def config_from_args(args: argparse.Namespace):

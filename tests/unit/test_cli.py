@@ -31,6 +31,7 @@ def test_version(capsys):
     (["build", "--negatives", "-1"], "recsys-ray build: --negatives must be >= 0, got -1\n"),
     (["build", "--test-fraction", "1"], "recsys-ray build: --test-fraction must be < 1.0, got 1.0\n"),
     (["serve", "--port", "0"], "recsys-ray serve: --port must be >= 1, got 0\n"),
+    (["build", "--heavy-item-events", "0"], "recsys-ray build: --heavy-item-events must be >= 1, got 0\n"),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag(argv, message, capsys, monkeypatch):
     monkeypatch.delenv("RECSYS_STORAGE_ROOT", raising=False)
