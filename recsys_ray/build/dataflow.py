@@ -344,7 +344,12 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
                 exchange.write_shard, batch_size=1, batch_format="pyarrow",
                 fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
                            "vocabularies": vocabularies})
-            meta = collect(written)
+            parts_written = []
+            for part in written.iter_batches(batch_size=None, batch_format="pyarrow"):
+                part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
+                exchange.delete_shard_parts(plan, part, writer.out, writer.options)
+                parts_written.append(part)
+            meta = pa.concat_tables(parts_written) if parts_written else meta
             log.debug("examples and shards:\n%s", written.stats())
     finally:
         storage.delete(writer.uri(EXCHANGE_DIR), writer.options)

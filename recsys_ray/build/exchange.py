@@ -6,7 +6,7 @@ items) writes its rows of each (split, shard) as one compressed Parquet file
 and returns one small row per file; each shard's writer then reads only its
 own files. Nothing wide waits in the object store, no task holds more than its
 partition or its shard, and the files are written once, read once and deleted
-as soon as their shard is written. A
+as soon as their shard's writer has returned (a retried writer still finds them). A
 producer's file names come from its smallest key, which no other partition
 holds, so a retried task overwrites its own files instead of adding rows.
 Storage every worker can read is all this needs, as for the shards themselves.
@@ -111,14 +111,14 @@ def continuous_columns(schema: pa.Schema) -> list[str]:
 
 def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
                 item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
-    """Write the shard of a one-row `batch` of `shard_plan` as one Parquet file,
-    then delete the exchange files it was written from.
+    """Write the shard of a one-row `batch` of `shard_plan` as one Parquet file.
 
     Its user rows, and in event mode its item rows (item features as of each
     row's time), are read from the exchange; in cutoff mode `item_side` is the
     frozen table of item features as of the cutoff. Returns one row: split,
     shard, path, rows, positives and the statistics of its continuous columns
-    (JSON of `column_stats.column_partials`).
+    (JSON of `column_stats.column_partials`). It leaves its exchange files in place, so
+    a retried task can run again; `delete_shard_parts` frees them once its result is in.
     """
     entry = batch.to_pylist()[0]
     shard_rows = read_parts(entry["users"], rows.user_rows_schema, out, options)
@@ -135,11 +135,18 @@ def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows
             yield chunk
 
     storage.write_tables(storage.join(out, relative), chunks_with_stats(), rows.schema, options)
-    # Only this shard reads these files: freeing them now keeps the build's disk use near
-    # max(exchange, shards) rather than their sum.
-    for path in entry["users"] + entry["items"]:
-        storage.delete(storage.join(out, path), options)
     return pa.table({"split": [entry["split"]], "shard": [entry["shard"]], "path": [relative],
                      "rows": [shard_rows.num_rows],
                      "positives": [int(pc.sum(shard_rows.column("label")).as_py() or 0)],
                      "stats": [json.dumps(column_stats.combine_partials(partials))]}, schema=SHARD_META)
+
+
+def delete_shard_parts(entries: Sequence[dict], written: pa.Table, out: str, options: storage.StorageOptions) -> None:
+    """Delete the exchange files of the `shard_plan` entries whose shards are in `written`
+    (`write_shard` results): only that shard reads them, so freeing them as each shard
+    lands keeps the build's disk use near max(exchange, shards) rather than their sum."""
+    done = set(zip(written.column("split").to_pylist(), written.column("shard").to_pylist()))
+    for entry in entries:
+        if (entry["split"], entry["shard"]) in done:
+            for path in entry["users"] + entry["items"]:
+                storage.delete(storage.join(out, path), options)

@@ -151,6 +151,13 @@ def item_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
     points = _Points.build(_map_codes(query_items, items)[query_item_code], _times(queries))
     start, end = timeline.block_start[points.code], timeline.position(points)
 
+    if carry is not None and carry.num_rows:
+        queried = pc.is_in(query_items, value_set=carry.column(CARRY.names[0]).cast(pa.string()))
+        empty = pc.and_(queried, pc.invert(pc.is_in(query_items, value_set=items)))
+        if pc.any(empty).as_py():
+            # Its carry would have no block to attach to: a slice must hold events of its item.
+            raise ValueError("a carried item has queries but no events in this batch: "
+                             f"{pc.filter(query_items, empty)[0].as_py()!r}")
     carried = _Carried.of(carry, items, points.code)
     counts = _counts(events, timeline, start, end, carried)
     for name in ("rating_count", *schemas.INTERACTION_TYPES):

@@ -6,9 +6,10 @@ each slice's features start from the exact state of the slices before it.
   `min_events` times (`candidate_counts`); a candidate's events per time bin
   (`time_histograms`, bins shared by every batch) give its exact total, and
   `plan_slices` cuts each item with more than `max_events` events into slices
-  of at most `max_events` events plus one bin. Slices start at bin edges, so
-  events at one time are never split. Any choice of slices gives the same
-  output: only the size of the tasks depends on it.
+  of at most `max_events` events (or one bin with more). A slice is a time
+  range, so events at one time are never split, and each holds events of its
+  item. Any such choice of slices gives the same output: only the size of the
+  tasks depends on it.
 - Carry: `slice_summaries` counts each slice's events (per batch, summed over
   batches), `carry_table` gives each slice the sum of the slices before it as
   an `asof.CARRY` row, its rating sum exact (`asof.exact_parts`).

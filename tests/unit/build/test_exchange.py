@@ -106,8 +106,14 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
     for entry in plan:
         meta = exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs)
         assert meta.schema == exchange.SHARD_META
-        for path in entry["users"] + entry["items"]:  # read once, then freed
+        # a retried writer finds its files and writes the same shard
+        assert exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs).equals(meta)
+        others = [e for e in plan if e is not entry]
+        exchange.delete_shard_parts(plan, meta, out, LOCAL)  # freed once the shard's result is in
+        for path in entry["users"] + entry["items"]:
             assert not (tmp_path / path).exists()
+        for other in others[len(metas):]:  # later shards keep theirs
+            assert all((tmp_path / path).exists() for path in other["users"] + other["items"])
         written.append(storage.read_table(storage.join(out, meta["path"][0].as_py()), LOCAL))
         metas.append(meta)
     assert not exchange_files(tmp_path / EXCHANGE_DIR)

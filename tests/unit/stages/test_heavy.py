@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from recsys_ray import schemas
 from recsys_ray.stages import asof, heavy, split, training_rows
@@ -139,6 +140,11 @@ def test_item_features_from_a_slice_and_its_carry_equal_those_from_every_event()
         own = carry.filter(pc.equal(carry["slice"], slice_index)).drop_columns(["slice"])
         got = asof.item_features_as_of(mine, asked, windows_days=(), carry=own if slice_index else None)
         assert got.equals(whole.filter(pa.array(query_slices == slice_index))), slice_index
+    # A slice's carry needs the slice's own events: queries without them are refused, not answered from zero.
+    last = carry.filter(pc.and_(pc.equal(carry["item_id"], "hot"), pc.equal(carry["slice"], 1))).drop_columns(["slice"])
+    assert last.num_rows == 1
+    with pytest.raises(ValueError, match="carried item has queries but no events"):
+        asof.item_features_as_of(hot.slice(0, 0), queries.slice(0, 1), windows_days=(), carry=last)
 
 
 def test_window_queries_go_to_the_slice_that_holds_t_minus_n_days():
