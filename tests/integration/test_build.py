@@ -228,14 +228,10 @@ def recompute_row(e: pd.DataFrame, catalog: pd.DataFrame, row) -> dict:
     }
 
 
-def test_event_mode_rows_equal_a_recomputation_from_the_raw_events(built):
-    events, manifest, out, _, items = built
-    assert manifest.config["feature_time"] == "event"
-    e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
-    catalog = pd.read_csv(items).set_index("item_id")
-    rows = pd.concat([read_split(out, manifest, "train"), read_split(out, manifest, "test")])
-    for _, row in rows.sample(300, random_state=5).iterrows():
-        for name, value in recompute_row(e, catalog, row).items():
+def assert_rows_equal_recomputation(rows: pd.DataFrame, events: pd.DataFrame, catalog: pd.DataFrame) -> None:
+    """Every feature of every row equals `recompute_row` from the de-duplicated raw events."""
+    for _, row in rows.iterrows():
+        for name, value in recompute_row(events, catalog, row).items():
             got = row[name]
             if isinstance(value, list):
                 assert list(got) == value, name
@@ -243,6 +239,15 @@ def test_event_mode_rows_equal_a_recomputation_from_the_raw_events(built):
                 assert pd.isna(got), name
             else:
                 assert got == pytest.approx(value, rel=1e-12), (name, got, value)
+
+
+def test_event_mode_rows_equal_a_recomputation_from_the_raw_events(built):
+    events, manifest, out, _, items = built
+    assert manifest.config["feature_time"] == "event"
+    e = events.drop_duplicates(["user_id", "item_id", "interaction_type", "timestamp"])
+    catalog = pd.read_csv(items).set_index("item_id")
+    rows = pd.concat([read_split(out, manifest, "train"), read_split(out, manifest, "test")])
+    assert_rows_equal_recomputation(rows.sample(300, random_state=5), e, catalog)
 
 
 def test_events_at_or_after_a_rows_time_change_nothing_in_that_row(built, ray_session, tmp_path):
