@@ -25,6 +25,8 @@ INTERACTIONS = pa.schema(
         pa.field("event_id", pa.string(), nullable=False),
     ]
 )
+# Unique events as the build's steps share them: `event_id` has done its job in de-duplication.
+EVENTS = pa.schema([f for f in INTERACTIONS if f.name != "event_id"])
 INTERACTIONS_REQUIRED: tuple[str, ...] = ("user_id", "item_id", "interaction_type", "timestamp")
 
 ITEMS = pa.schema(

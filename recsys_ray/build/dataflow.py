@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,9 @@ import ray
 from ray.data import DataContext
 
 from recsys_ray import schemas, validation
-from recsys_ray.build import exchange, inputs
+from recsys_ray.build import exchange, inputs, partitions
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import EVAL_DIR, EXCHANGE_DIR, VersionWriter, vocabulary_path
+from recsys_ray.build.writer import EVAL_DIR, VersionWriter, user_features_path, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
@@ -96,10 +97,15 @@ def tuned_data_context(progress: bool) -> Iterator[None]:
         bars_logger.setLevel(saved_level)
 
 
-def auto_parallelism(rows: int) -> int:
-    """User partitions: every CPU busy, about 2M events per partition and CPU round."""
+# Input bytes per user partition and CPU round: about 2M events of compressed Parquet.
+PARTITION_INPUT_BYTES = 16 * 2**20
+
+
+def auto_parallelism(input_bytes: int) -> int:
+    """User partitions: every CPU busy, and one more partition per CPU for each
+    `PARTITION_INPUT_BYTES` of input (chosen before the input is read, so from its size)."""
     cpus = cluster_cpus()
-    return max(cpus, min(256, int(np.ceil(rows / 2_000_000)) * cpus))
+    return max(cpus, min(256, int(np.ceil(input_bytes / PARTITION_INPUT_BYTES))) * cpus)
 
 
 def shard_count(rows: int, b: BuildConfig) -> int:
@@ -134,29 +140,46 @@ def read_validated(files: list[storage.FileEntry], dataset: str, vcfg: Validatio
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
-def validation_counts(validated) -> dict[str, int]:
-    """Valid rows and rejected rows by reason, summed over blocks."""
-    totals: dict[str, int] = {}
-    for row in validated.map_batches(batch_stage.validation_summary, batch_format="pyarrow").iter_rows():
-        totals[row["reason"]] = totals.get(row["reason"], 0) + int(row["count"])
-    return totals
+def read_valid_rows(files: list[storage.FileEntry], dataset: str, vcfg: ValidationConfig,
+                    options: storage.StorageOptions, writer: VersionWriter, blocks: int | None = None
+                    ) -> "ray.data.Dataset":
+    """The valid rows of every file; each validation task writes its piece's rejected rows to
+    the version's quarantine as it goes (`partitions.land_rejected`), so nothing validated is
+    held whole and every row is read once."""
+    return read_validated(files, dataset, vcfg, options, blocks).map_batches(
+        partitions.land_rejected, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"dataset": dataset, "out": writer.out, "options": writer.options})
 
 
-def quarantine_rejected(validated, summary: dict[str, int], writer: VersionWriter, dataset: str) -> None:
-    """Write the rejected rows of `validated` under the version's quarantine (if there are any)."""
-    if sum(v for k, v in summary.items() if k != "valid") == 0:
-        return
-    writer.write_quarantine(dataset, validated.map_batches(batch_stage.rejected_rows, batch_format="pyarrow"))
+@dataclass(frozen=True)
+class EventPartitions:
+    """The build's unique events, one file per partition of whole users
+    (`recsys_ray.build.partitions`), and what partitioning counted."""
+    paths: tuple[str, ...]
+    out: str
+    options: storage.StorageOptions
+    valid_rows: int
+    events: int
+
+    def dataset(self) -> "ray.data.Dataset":
+        """One block per partition, read from its file by the task of the step that runs on it."""
+        if not self.paths:
+            return ray.data.from_arrow(schemas.EVENTS.empty_table())
+        return ray.data.from_items([{"path": p} for p in self.paths], override_num_blocks=len(self.paths)).map_batches(
+            partitions.read_event_partition, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"out": self.out, "options": self.options})
 
 
-def partition_events(validated, parallelism: int) -> "ray.data.MaterializedDataset":
-    """Valid, de-duplicated events in `parallelism` blocks, each holding whole users."""
-    return (
-        validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "interactions"}, batch_format="pyarrow")
-        .repartition(parallelism, keys=["user_id"])
-        .map_batches(batch_stage.unique_events, batch_size=None, batch_format="pyarrow")
-        .materialize()
-    )
+def partition_events(valid, parallelism: int, writer: VersionWriter) -> EventPartitions:
+    """Hash-partition valid events by user into `parallelism` partitions (one Ray shuffle),
+    de-duplicate each and leave it as a file for the later steps."""
+    written = valid.repartition(parallelism, keys=["user_id"]).map_batches(
+        partitions.write_event_partition, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"out": writer.out, "options": writer.options})
+    files = collect(written, partitions.PARTITION_FILES)
+    return EventPartitions(paths=tuple(sorted(files.column("path").to_pylist())), out=writer.out,
+                           options=writer.options, valid_rows=int(pc.sum(files.column("valid_rows")).as_py() or 0),
+                           events=int(pc.sum(files.column("events")).as_py() or 0))
 
 
 def find_cutoff(events, test_fraction: float, explicit, total: int, strategy: str) -> int:
@@ -167,27 +190,30 @@ def find_cutoff(events, test_fraction: float, explicit, total: int, strategy: st
     """
     if explicit is not None:
         return int(explicit.timestamp() * 1_000_000)
-    summaries = collect(events.map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
+    summaries = collect(events.dataset().map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
     summaries = summaries.filter(pc.greater(summaries.column("count"), 0))
     lo, hi = pc.min(summaries.column("min")).as_py(), pc.max(summaries.column("max")).as_py()
     if strategy == "leave_last_out":
         return hi + 1
     rank = split.quantile_rank(total, test_fraction)
     edges = split.bin_edges(lo, hi)
-    histograms = collect(events.map_batches(split.timestamp_histogram, batch_size=None, batch_format="pyarrow",
+    histograms = collect(events.dataset().map_batches(split.timestamp_histogram, batch_size=None, batch_format="pyarrow",
                                             fn_kwargs={"edges": edges}))
     counts = np.sum(np.stack([np.asarray(c) for c in histograms.column("counts").to_pylist()]), axis=0)
     index, before = split.locate_rank(counts, rank)
-    values = collect(events.map_batches(split.values_in_range, batch_size=None, batch_format="pyarrow",
+    values = collect(events.dataset().map_batches(split.values_in_range, batch_size=None, batch_format="pyarrow",
                                         fn_kwargs={"lo": int(edges[index]), "hi": int(edges[index + 1])}))
     ordered = np.sort(values.column("ts").to_numpy())
     return int(ordered[rank - before])
 
 
-def collect(ds) -> pa.Table:
-    """Gather a dataset of small per-block summaries into one table."""
+def collect(ds, schema: pa.Schema | None = None) -> pa.Table:
+    """Gather a dataset of small per-block summaries into one table (`schema`'s empty
+    table if there are none)."""
     tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
               for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+    if not tables and schema is not None:
+        return schema.empty_table()
     return pa.concat_tables(tables)
 
 
@@ -195,19 +221,22 @@ def _split_kwargs(cutoff_us: int, b: BuildConfig) -> dict[str, Any]:
     return {"cutoff_us": cutoff_us, "strategy": b.split_strategy, "positive_types": tuple(b.positive_types)}
 
 
-def user_features(events, cutoff_us: int, b: BuildConfig, writer: VersionWriter, relative: str) -> int:
-    """Each user's features as of the cutoff (what a user serves with), written under
-    `relative`; returns the number of users with training events."""
-    users = events.map_batches(training_rows.user_features_at_cutoff, batch_size=None, batch_format="pyarrow",
-                               fn_kwargs={**_split_kwargs(cutoff_us, b), "windows": b.windows,
-                                          "history": b.history}).materialize()
-    writer.write_dataset(relative, users)
-    return users.count()
+def user_features(events: EventPartitions, cutoff_us: int, b: BuildConfig, writer: VersionWriter) -> int:
+    """Each user's features as of the cutoff (what a user serves with), one file per user
+    partition under `features/users/`; returns the number of users with training events."""
+    feature_options = {**_split_kwargs(cutoff_us, b), "windows": b.windows, "history": b.history}
+    files = collect(events.dataset().map_batches(
+        partitions.write_user_features, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"out": writer.out, "options": writer.options, **feature_options}), partitions.USER_FEATURE_FILES)
+    if files.num_rows == 0:  # readers find the columns even without a user
+        empty = training_rows.user_features_at_cutoff(schemas.EVENTS.empty_table(), **feature_options)
+        writer.write_table(user_features_path("empty"), empty)
+    return int(pc.sum(files.column("users")).as_py() or 0)
 
 
 def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
     """Item partials of every user partition summed into one table (one row per item of the snapshot)."""
-    partials = events.map_batches(training_rows.item_partials_for_partition, batch_size=None,
+    partials = events.dataset().map_batches(training_rows.item_partials_for_partition, batch_size=None,
                                   batch_format="pyarrow", fn_kwargs={**_split_kwargs(cutoff_us, b),
                                                                      "windows": b.windows})
     pending: list[pa.Table] = []
@@ -224,7 +253,7 @@ def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
 
 def user_first_seen(events) -> np.ndarray:
     """Every user's first event time (microseconds), sorted: how many users were active before a time."""
-    first = events.map_batches(asof.user_first_seen, batch_size=None, batch_format="pyarrow")
+    first = events.dataset().map_batches(asof.user_first_seen, batch_size=None, batch_format="pyarrow")
     times = [split.timestamp_micros(part.rename_columns(["user_id", "timestamp"]))
              for part in first.iter_batches(batch_size=None, batch_format="pyarrow")]
     return np.sort(np.concatenate(times)) if times else np.zeros(0, dtype=np.int64)
@@ -247,17 +276,17 @@ def find_heavy_items(events, limit: int) -> heavy.HeavyItems:
     in one of them, so the blocks report only those candidates; their exact
     counts per time bin then give the slices. The driver holds the candidates'
     histograms only."""
-    blocks = max(1, events.num_blocks())
-    candidates = events.map_batches(heavy.candidate_counts, batch_size=None, batch_format="pyarrow",
+    blocks = max(1, len(events.paths))
+    candidates = events.dataset().map_batches(heavy.candidate_counts, batch_size=None, batch_format="pyarrow",
                                     fn_kwargs={"min_events": (limit + blocks) // blocks})
     ids = tuple(sorted({item for part in candidates.iter_batches(batch_size=None, batch_format="pyarrow")
                         for item in part.column("item_id").to_pylist()}))
     if not ids:
         return heavy.NO_HEAVY_ITEMS
-    summaries = collect(events.map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
+    summaries = collect(events.dataset().map_batches(split.time_summary, batch_size=None, batch_format="pyarrow"))
     summaries = summaries.filter(pc.greater(summaries.column("count"), 0))
     edges = split.bin_edges(pc.min(summaries.column("min")).as_py(), pc.max(summaries.column("max")).as_py())
-    histograms = collect(events.map_batches(heavy.time_histograms, batch_size=None, batch_format="pyarrow",
+    histograms = collect(events.dataset().map_batches(heavy.time_histograms, batch_size=None, batch_format="pyarrow",
                                             fn_kwargs={"candidates": ids, "edges": edges}))
     return heavy.plan_slices(histograms, edges, limit)
 
@@ -267,18 +296,17 @@ def read_catalog(files: list[storage.FileEntry], vcfg: ValidationConfig, options
     """The validated, de-duplicated catalog (a frozen value the size of the catalog) and its counts."""
     if not files:
         return None, {"catalog": False}
-    validated = read_validated(files, "items", vcfg, options).materialize()
-    summary = validation_counts(validated)
-    quarantine_rejected(validated, summary, writer, "items")
-    valid = list(validated.map_batches(batch_stage.valid_rows, fn_kwargs={"dataset": "items"},
-                                       batch_format="pyarrow").iter_batches(batch_size=None, batch_format="pyarrow"))
+    valid = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+             for b in read_valid_rows(files, "items", vcfg, options, writer).iter_batches(
+                 batch_size=None, batch_format="pyarrow")]
+    rejected = partitions.rejected_counts(writer.out, "items", writer.options)
     table = pa.concat_tables(valid).cast(schemas.ITEMS) if valid else schemas.ITEMS.empty_table()
     catalog, duplicates = validation.deduplicate_items(table)
     return catalog, {
         "catalog": True,
-        "input_rows": int(sum(summary.values())),
-        "valid": int(summary.get("valid", 0)),
-        "rejected": {k: int(v) for k, v in sorted(summary.items()) if k != "valid"},
+        "input_rows": table.num_rows + sum(rejected.values()),
+        "valid": table.num_rows,
+        "rejected": dict(sorted(rejected.items())),
         "duplicates": duplicates,
         "unique": catalog.num_rows,
     }
@@ -300,7 +328,7 @@ def negative_candidates(catalog: pa.Table | None, summed: pa.Table, b: BuildConf
 def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
     """Positives per split over the whole snapshot (one small row per block and split)."""
     totals: dict[str, int] = {}
-    for row in collect(events.map_batches(examples.count_positives, batch_size=None, batch_format="pyarrow",
+    for row in collect(events.dataset().map_batches(examples.count_positives, batch_size=None, batch_format="pyarrow",
                                           fn_kwargs=_split_kwargs(cutoff_us, b))).to_pylist():
         totals[row["split"]] = totals.get(row["split"], 0) + int(row["positives"])
     return totals
@@ -316,18 +344,18 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     label counts and the train split's column statistics (`column_stats.combine_partials`,
     merged in shard order)."""
     exchange_kwargs = {"out": writer.out, "storage_options": writer.options}
-    parts = events.map_batches(exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
+    parts = events.dataset().map_batches(exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
                                fn_kwargs={"options": rows, **exchange_kwargs})
     if rows.feature_time == "event":
         carry = None
         if rows.heavy_items:
-            summaries = collect(events.map_batches(heavy.slice_summaries, batch_size=None, batch_format="pyarrow",
+            summaries = collect(events.dataset().map_batches(heavy.slice_summaries, batch_size=None, batch_format="pyarrow",
                                                    fn_kwargs={"heavy": rows.heavy_items}))
             carry = heavy.carry_table(summaries, rows.heavy_items)
-        queries = events.map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
+        queries = events.dataset().map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
                                      fn_kwargs={"options": rows})
         item_parts = (
-            events.map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow",
+            events.dataset().map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow",
                                fn_kwargs={"heavy_items": rows.heavy_items})
             .union(queries)
             .repartition(parallelism, keys=["item_id", "_slice"])
@@ -336,23 +364,20 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
                                     "user_first_seen": user_first_seen(events), **exchange_kwargs})
         )
         parts = parts.union(item_parts)
-    try:
-        plan = exchange.shard_plan(collect(parts))
-        meta = exchange.SHARD_META.empty_table()
-        if plan:
-            written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
-                exchange.write_shard, batch_size=1, batch_format="pyarrow",
-                fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
-                           "vocabularies": vocabularies})
-            parts_written = []
-            for part in written.iter_batches(batch_size=None, batch_format="pyarrow"):
-                part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
-                exchange.delete_shard_parts(plan, part, writer.out, writer.options)
-                parts_written.append(part)
-            meta = pa.concat_tables(parts_written) if parts_written else meta
-            log.debug("examples and shards:\n%s", written.stats())
-    finally:
-        storage.delete(writer.uri(EXCHANGE_DIR), writer.options)
+    plan = exchange.shard_plan(collect(parts, exchange.PARTS))
+    meta = exchange.SHARD_META.empty_table()
+    if plan:
+        written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
+            exchange.write_shard, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
+                       "vocabularies": vocabularies})
+        parts_written = []
+        for part in written.iter_batches(batch_size=None, batch_format="pyarrow"):
+            part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
+            exchange.delete_shard_parts(plan, part, writer.out, writer.options)
+            parts_written.append(part)
+        meta = pa.concat_tables(parts_written) if parts_written else meta
+        log.debug("examples and shards:\n%s", written.stats())
     shards: dict[str, list] = {"train": [], "test": []}
     labels: dict[tuple[str, int], int] = {}
     train_stats = []
@@ -369,7 +394,7 @@ def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | Non
                  writer: VersionWriter) -> dict[str, pa.Table]:
     """Each vocabulary from training-window counts summed over the user partitions, written
     as `vocab/{column}.parquet`; returns them (frozen values the shard writers look up in)."""
-    partials = events.map_batches(vocab.vocab_partials_for_partition, batch_size=None, batch_format="pyarrow",
+    partials = events.dataset().map_batches(vocab.vocab_partials_for_partition, batch_size=None, batch_format="pyarrow",
                                   fn_kwargs={**_split_kwargs(cutoff_us, b),
                                              "attributes": vocab.item_attributes(catalog)})
     combined = vocab.combine_vocab_partials(
@@ -384,7 +409,7 @@ def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | Non
 def write_eval_set(events, cutoff_us: int, b: BuildConfig, candidates: examples.Candidates,
                    writer: VersionWriter) -> int:
     """The evaluation set (one row per user with a relevant item) under `eval/`; returns its users."""
-    rows = events.map_batches(eval_set.build_eval_set, batch_size=None, batch_format="pyarrow",
+    rows = events.dataset().map_batches(eval_set.build_eval_set, batch_size=None, batch_format="pyarrow",
                               fn_kwargs={**_split_kwargs(cutoff_us, b), "candidates": candidates,
                                          "negatives": b.eval_negatives, "seed": b.seed})
     # Blocks come out per user partition; sorted, the files read in name order are in user_id

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from recsys_ray import __version__, schemas
-from recsys_ray.build import dataflow
+from recsys_ray.build import dataflow, partitions
 from recsys_ray.build.manifest import Column, Counts, EvalSet, Manifest
 from recsys_ray.build.plan import BuildError, BuildPlan, plan_build
 from recsys_ray.build.progress import StageTimer, ray_data_console_for_builds
@@ -77,35 +77,32 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
     vcfg = cfg.validation.model_copy(update={"max_timestamp": hi})
     b = cfg.build
 
-    with timer.stage("validate"):
-        validated = dataflow.read_validated(plan.interactions, "interactions", vcfg, plan.options,
-                                            blocks=b.parallelism).materialize()
-        summary = dataflow.validation_counts(validated)
-        # No name may keep a dataset derived from `validated`: its blocks are
-        # freed only when the last plan that reads them is gone.
-        dataflow.quarantine_rejected(validated, summary, writer, "interactions")
+    parallelism = b.parallelism or dataflow.auto_parallelism(sum(f.size for f in plan.interactions))
+    # Validation streams into the partitioning (one pass over the input); the
+    # partitioning stage's time includes it.
+    with timer.stage("validate_and_partition"):
+        valid = dataflow.read_valid_rows(plan.interactions, "interactions", vcfg, plan.options, writer,
+                                         blocks=b.parallelism)
+        events = dataflow.partition_events(valid, parallelism, writer)
+        del valid
+        rejected = partitions.rejected_counts(writer.out, "interactions", writer.options)
     counts: dict[str, Any] = {
-        "input_rows": int(sum(summary.values())),
-        "valid": int(summary.get("valid", 0)),
-        "rejected": {k: int(v) for k, v in sorted(summary.items()) if k != "valid"},
+        "input_rows": events.valid_rows + sum(rejected.values()),
+        "valid": events.valid_rows,
+        "rejected": dict(sorted(rejected.items())),
+        "duplicates": events.valid_rows - events.events,
+        "events": events.events,
     }
     if counts["valid"] == 0:
         raise BuildError(f"no valid interactions among {counts['input_rows']} input rows "
                          f"(rejected: {counts['rejected']}); see {writer.uri(QUARANTINE_DIR)}")
-
-    parallelism = b.parallelism or dataflow.auto_parallelism(counts["valid"])
-    with timer.stage("partition_and_dedup"):
-        events = dataflow.partition_events(validated, parallelism)
-        del validated
-        events_count = events.count()
-        counts["duplicates"] = counts["valid"] - events_count
-        counts["events"] = events_count
+    events_count = events.events
 
     with timer.stage("cutoff"):
         cutoff_us = dataflow.find_cutoff(events, b.test_fraction, b.cutoff, events_count, b.split_strategy)
 
     with timer.stage("features"):
-        train_users = dataflow.user_features(events, cutoff_us, b, writer, USER_FEATURES_DIR)
+        train_users = dataflow.user_features(events, cutoff_us, b, writer)
         summed = dataflow.sum_item_partials(events, cutoff_us, b)
 
     with timer.stage("catalog"):
@@ -171,7 +168,7 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
 
     # The report comes before the manifest, the commit point; it shows every stage but its own.
     with timer.stage("report"):
-        daily = daily_counts_of(events)
+        daily = daily_counts_of(events.dataset())
         writer.write_table(DAILY_SUMMARY, daily)
         write_report(plan.out, manifest, plan.options, build_summaries=BuildSummaries(daily=daily),
                      settings=cfg.report)

@@ -2,8 +2,9 @@
 
 `on_write_start` clears the version (its manifest first, so it stops looking
 complete), the build then writes its parts (quarantine, features, shards, ...),
-`on_write_complete` commits the manifest last, and `on_write_failed` makes sure
-no manifest exists. What a failed build wrote stays for inspection (its
+`on_write_complete` removes the files that were only on their way (`_exchange/`)
+and commits the manifest last, and `on_write_failed` makes sure no manifest
+exists (and removes `_exchange/` too). What a failed build wrote stays for inspection (its
 quarantine says why rows were rejected) and is cleared by the next run; no
 reader looks past a missing manifest. Every file name of a version comes from here.
 """
@@ -37,6 +38,26 @@ def exchange_path(kind: str, split: str, shard: int, producer: str) -> str:
     return f"{EXCHANGE_DIR}/{kind}/{split}-{shard:05d}/{producer}.parquet"
 
 
+def quarantine_dir(dataset: str) -> str:
+    """Where the rejected rows of one input dataset ("interactions" or "items") go."""
+    return f"{QUARANTINE_DIR}/{dataset}"
+
+
+def quarantine_path(dataset: str, producer: str) -> str:
+    """The quarantine file of the rejected rows one validation task found."""
+    return f"{quarantine_dir(dataset)}/part-{producer}.parquet"
+
+
+def user_features_path(producer: str) -> str:
+    """The file of `features/users/` that one user partition's task writes."""
+    return f"{USER_FEATURES_DIR}/part-{producer}.parquet"
+
+
+def event_partition_path(producer: str) -> str:
+    """Where one user partition's unique events wait for the build's later steps."""
+    return f"{EXCHANGE_DIR}/events/{producer}.parquet"
+
+
 def vocabulary_path(column: str) -> str:
     """A vocabulary's path relative to the version root."""
     return f"{VOCAB_DIR}/{column}.parquet"
@@ -64,14 +85,13 @@ class VersionWriter:
         fs, path = storage.resolve(self.uri(relative), self.options)
         dataset.write_parquet(path, filesystem=fs)
 
-    def write_quarantine(self, dataset_name: str, rejected) -> None:
-        self.write_dataset(f"{QUARANTINE_DIR}/{dataset_name}", rejected)
-
     def write_table(self, relative: str, table) -> None:
         storage.write_table(self.uri(relative), table, self.options)
 
     def on_write_complete(self, manifest: Manifest) -> Manifest:
-        """Commit the version: its manifest, written last."""
+        """Commit the version: remove what was only on its way (`_exchange/`), then write its
+        manifest, last."""
+        storage.delete(self.uri(EXCHANGE_DIR), self.options)
         return write_manifest(manifest, self.out, self.options)
 
     def on_write_failed(self, error: BaseException) -> None:
@@ -82,3 +102,7 @@ class VersionWriter:
                 storage.delete(manifest_uri, self.options)
         except Exception:  # the build's own error is the one to report
             log.warning("could not check for a manifest at %s after: %s", manifest_uri, error, exc_info=True)
+        try:
+            storage.delete(self.uri(EXCHANGE_DIR), self.options)
+        except Exception:
+            log.warning("could not remove %s after: %s", self.uri(EXCHANGE_DIR), error, exc_info=True)

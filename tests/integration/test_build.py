@@ -554,7 +554,7 @@ def test_cli_reports_one_line_per_stage_start_and_end(ray_session, tmp_path, cap
     assert main(["build", "--interactions", inter, "--items", items, "--out", str(tmp_path / "v2")]) == 0
     _, err = capfd.readouterr()
     lines = err.strip().splitlines()
-    stages = ["validate", "partition_and_dedup", "cutoff", "features", "catalog", "vocabularies_and_eval",
+    stages = ["validate_and_partition", "cutoff", "features", "catalog", "vocabularies_and_eval",
               "examples_and_shards", "report"]
     assert [line.split(" ", 1)[1].split(" ...")[0] for line in lines if line.endswith(" ...")] == \
         [f"stage {name}" for name in stages]

@@ -15,7 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_ray import schemas
 from recsys_ray.build import dataflow
+from recsys_ray.build.writer import VersionWriter
+from recsys_ray.io import storage
 from recsys_ray.stages import split
 from tests.integration.test_build import (assert_rows_equal_recomputation, build, make_events, read_split,
                                           write_inputs)
@@ -50,11 +53,15 @@ def skewed(tmp_path_factory):
     return events, inter, items, base
 
 
-def test_heavy_items_are_found_and_cut_into_bounded_slices(ray_session, skewed):
+def test_heavy_items_are_found_and_cut_into_bounded_slices(ray_session, skewed, tmp_path):
     events, *_ = skewed
     table = pa.Table.from_pandas(events.assign(timestamp=pd.to_datetime(events.timestamp, unit="s", utc=True)),
                                  preserve_index=False)
-    dataset = ray_session.data.from_arrow(table).repartition(4, keys=["user_id"]).materialize()
+    valid = table.append_column("event_id", pa.array([f"e{i}" for i in range(table.num_rows)])).select(
+        schemas.INTERACTIONS.names).cast(schemas.INTERACTIONS)
+    dataset = dataflow.partition_events(ray_session.data.from_arrow(valid), 4,
+                                        VersionWriter(str(tmp_path), storage.StorageOptions()))
+    assert dataset.events == table.num_rows and len(dataset.paths) == 4
     found = dataflow.find_heavy_items(dataset, LIMIT)
     counts = events.item_id.value_counts()
     assert found.item_ids == tuple(sorted(counts[counts > LIMIT].index)) and HOT_ITEM in found.item_ids
