@@ -1,17 +1,20 @@
 """The build's Ray Data wiring: each step runs pure stages from `recsys_ray.stages`
-with `map_batches` and hands the next step a dataset or a small frozen value.
+with `map_batches` and hands the next step files or a small frozen value.
 
 Steps, in order (`recsys_ray.build.run` calls them):
 
-1. `read_validated`: read every input file and validate it in the same task,
-   so only validated rows reach the object store;
-2. `partition_events`: hash-partition valid events by user (one Ray shuffle)
-   and drop duplicates — from here on each block holds whole users, which makes
-   user features and the exclusion of seen items exact without more shuffles;
-3. `find_cutoff`: the time cutoff from small per-block histograms;
+1. `read_valid_rows`: read every input file and validate it in the same task,
+   which writes its rejected rows to the quarantine itself (`partitions.land_rejected`);
+2. `partition_events`: the valid rows stream into one hash shuffle by user;
+   each partition is de-duplicated and written as one file (`EventPartitions`),
+   and from here on every step reads the partitions one task each: whole users
+   per task makes user features and the exclusion of seen items exact without
+   more shuffles;
+3. `find_cutoff`: the time cutoff from small per-partition histograms;
 4. `user_features` / `sum_item_partials`: training-window features; item
    partials are summed into a frozen table passed to every worker;
-5. `write_examples`: positives and negatives per block with their user columns,
+5. `write_eval_set`: the evaluation set in user_id ranges through the exchange;
+6. `write_examples`: positives and negatives per partition with their user columns,
    left per shard in exchange files (`recsys_ray.build.exchange`), in event
    mode with the item columns as of each row's time from a shuffle by item
    (a heavy item's time slices apart, `find_heavy_items`);
@@ -39,7 +42,7 @@ from ray.data import DataContext
 from recsys_ray import schemas, validation
 from recsys_ray.build import exchange, inputs, partitions
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import EVAL_DIR, VersionWriter, user_features_path, vocabulary_path
+from recsys_ray.build.writer import VersionWriter, user_features_path, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
@@ -95,17 +98,6 @@ def tuned_data_context(progress: bool) -> Iterator[None]:
         for name, value in saved.items():
             setattr(ctx, name, value)
         bars_logger.setLevel(saved_level)
-
-
-# Input bytes per user partition and CPU round: about 2M events of compressed Parquet.
-PARTITION_INPUT_BYTES = 16 * 2**20
-
-
-def auto_parallelism(input_bytes: int) -> int:
-    """User partitions: every CPU busy, and one more partition per CPU for each
-    `PARTITION_INPUT_BYTES` of input (chosen before the input is read, so from its size)."""
-    cpus = cluster_cpus()
-    return max(cpus, min(256, int(np.ceil(input_bytes / PARTITION_INPUT_BYTES))) * cpus)
 
 
 def shard_count(rows: int, b: BuildConfig) -> int:
@@ -406,17 +398,39 @@ def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | Non
     return out
 
 
-def write_eval_set(events, cutoff_us: int, b: BuildConfig, candidates: examples.Candidates,
+# The evaluation set is written in user_id ranges of about this many users (all users, not only
+# those with a row), from this many sampled user_ids per partition.
+EVAL_USERS_PER_FILE = 250_000
+EVAL_SAMPLES_PER_PARTITION = 1_000
+
+
+def write_eval_set(events: EventPartitions, cutoff_us: int, b: BuildConfig, candidates: examples.Candidates,
                    writer: VersionWriter) -> int:
-    """The evaluation set (one row per user with a relevant item) under `eval/`; returns its users."""
-    rows = events.dataset().map_batches(eval_set.build_eval_set, batch_size=None, batch_format="pyarrow",
-                              fn_kwargs={**_split_kwargs(cutoff_us, b), "candidates": candidates,
-                                         "negatives": b.eval_negatives, "seed": b.seed})
-    # Blocks come out per user partition; sorted, the files read in name order are in user_id
-    # order at any parallelism.
-    rows = rows.sort("user_id").materialize()
-    writer.write_dataset(EVAL_DIR, rows)
-    return rows.count()
+    """The evaluation set (one row per user with a relevant item) under `eval/`, one file per
+    user_id range: each partition leaves its rows of each range in the exchange and each
+    range's writer sorts them by user_id (`exchange.write_eval_file`). Returns its users."""
+    samples = collect(events.dataset().map_batches(eval_set.user_sample, batch_size=None, batch_format="pyarrow",
+                                                   fn_kwargs={"size": EVAL_SAMPLES_PER_PARTITION}),
+                      eval_set.USER_SAMPLE)
+    users = int(pc.sum(samples.column("users")).as_py() or 0)
+    bounds = eval_set.range_bounds(samples, int(np.ceil(users / EVAL_USERS_PER_FILE)))
+    eval_options = {**_split_kwargs(cutoff_us, b), "candidates": candidates, "negatives": b.eval_negatives,
+                    "seed": b.seed}
+    parts = collect(events.dataset().map_batches(
+        exchange.eval_row_parts, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"eval_options": eval_options, "bounds": bounds, "out": writer.out,
+                   "storage_options": writer.options}), exchange.PARTS)
+    plan = exchange.shard_plan(parts)
+    written = 0
+    if plan:
+        files = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
+            exchange.write_eval_file, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"out": writer.out, "options": writer.options})
+        for part in files.iter_batches(batch_size=None, batch_format="pyarrow"):
+            part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
+            exchange.delete_shard_parts(plan, part, writer.out, writer.options)
+            written += int(pc.sum(part.column("users")).as_py() or 0)
+    return written
 
 
 def progress_bars_wanted() -> bool:

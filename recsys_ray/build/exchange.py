@@ -3,6 +3,7 @@ not through a shuffle in the object store.
 
 Each producer task (a partition of whole users, or in event mode of whole
 items) writes its rows of each (split, shard) as one compressed Parquet file
+(the evaluation set's rows likewise, per user_id range)
 and returns one small row per file; each shard's writer then reads only its
 own files. Nothing wide waits in the object store, no task holds more than its
 partition or its shard, and the files are written once, read once and deleted
@@ -22,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import hashing, schemas
-from recsys_ray.build.writer import exchange_path, shard_path
+from recsys_ray.build.writer import eval_file_path, exchange_path, shard_path
 from recsys_ray.io import storage
-from recsys_ray.stages import column_stats, training_rows
+from recsys_ray.stages import column_stats, eval_set, training_rows
 from recsys_ray.stages.examples import shard_groups
 
 # Fast to write and read back; these files live only until the shards are written.
@@ -80,17 +81,20 @@ def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Tab
         [pa.field("item_id", pa.string()), pa.field("_slice", pa.int32())]))), out=out, options=storage_options)
 
 
+FILE_KINDS = ("users", "items", "eval")
+
+
 def shard_plan(parts: pa.Table) -> list[dict]:
-    """One entry per shard with rows: split, shard and the paths of its user and item files,
-    sorted by (split, shard) and each path list sorted."""
+    """One entry per shard with rows: split, shard and the paths of its files of each kind
+    ("users", "items", "eval"; each list sorted), sorted by (split, shard)."""
     plan: dict[tuple[str, int], dict] = {}
     for row in parts.to_pylist():
-        entry = plan.setdefault((row["split"], row["shard"]),
-                                {"split": row["split"], "shard": row["shard"], "users": [], "items": []})
+        entry = plan.setdefault((row["split"], row["shard"]), {"split": row["split"], "shard": row["shard"],
+                                                               **{kind: [] for kind in FILE_KINDS}})
         entry[row["kind"]].append(row["path"])
     for entry in plan.values():
-        entry["users"].sort()
-        entry["items"].sort()
+        for kind in FILE_KINDS:
+            entry[kind].sort()
     return [plan[key] for key in sorted(plan)]
 
 
@@ -148,5 +152,34 @@ def delete_shard_parts(entries: Sequence[dict], written: pa.Table, out: str, opt
     done = set(zip(written.column("split").to_pylist(), written.column("shard").to_pylist()))
     for entry in entries:
         if (entry["split"], entry["shard"]) in done:
-            for path in entry["users"] + entry["items"]:
+            for path in (path for kind in FILE_KINDS for path in entry[kind]):
                 storage.delete(storage.join(out, path), options)
+
+
+EVAL_FILES = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()), ("users", pa.int64())])
+
+
+def eval_row_parts(events: pa.Table, *, eval_options: dict, bounds: tuple[str, ...], out: str,
+                   storage_options: storage.StorageOptions) -> pa.Table:
+    """`eval_set.build_eval_set` of a batch of whole users, its rows of each user_id range
+    (`eval_set.range_of`) left for that range's writer (split "eval", the range as shard)."""
+    rows = eval_set.build_eval_set(events, **eval_options)
+    if rows.num_rows == 0:
+        return PARTS.empty_table()
+    rows = rows.append_column("split", pa.repeat(pa.scalar("eval", pa.string()), rows.num_rows))
+    rows = rows.append_column("_shard", pa.array(eval_set.range_of(rows.column("user_id"), bounds)))
+    return write_parts(rows, kind="eval", producer=producer_name(events.select(["user_id"])), out=out,
+                       options=storage_options)
+
+
+def write_eval_file(batch: pa.Table, out: str, options: storage.StorageOptions) -> pa.Table:
+    """Write one user_id range of the evaluation set (a one-row `batch` of `shard_plan`) as
+    `eval_file_path(range)`, its rows sorted by user_id; returns one `EVAL_FILES` row."""
+    entry = batch.to_pylist()[0]
+    rows = read_parts(entry["eval"], pa.schema([*eval_set.EVAL_SET, pa.field("split", pa.string()),
+                                                pa.field("_shard", pa.int32())]), out, options)
+    rows = rows.select(eval_set.EVAL_SET.names).sort_by([("user_id", "ascending")])
+    relative = eval_file_path(entry["shard"])
+    storage.write_table(storage.join(out, relative), rows, options)
+    return pa.table({"split": [entry["split"]], "shard": [entry["shard"]], "path": [relative],
+                     "users": [rows.num_rows]}, schema=EVAL_FILES)

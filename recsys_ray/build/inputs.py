@@ -33,6 +33,21 @@ def read_blocks(files: list[storage.FileEntry], cpus: int) -> int:
     return min(256, cpus * max(1, int(np.ceil(size / READ_BYTES_PER_CPU_ROUND))))
 
 
+# Input bytes per user partition: about 1M events of compressed Parquet. Text formats
+# (CSV, JSON) take about eight times the bytes per event, so count an eighth of their size.
+PARTITION_INPUT_BYTES = 8 * 2**20
+TEXT_BYTES_PER_PARQUET_BYTE = 8
+
+
+def user_partitions(files: list[storage.FileEntry], cpus: int) -> int:
+    """How many user partitions a build of `files` uses by default, chosen from the input's
+    size before it is read: one per `PARTITION_INPUT_BYTES`, so a task's share stays the same
+    however large the input grows, rounded up to whole rounds of the cluster's `cpus`."""
+    weighted = sum(f.size if formats.format_from_path(f.uri) == "parquet" else f.size / TEXT_BYTES_PER_PARQUET_BYTE
+                   for f in files)
+    return max(1, int(np.ceil(weighted / PARTITION_INPUT_BYTES / cpus))) * cpus
+
+
 def group_by_format(files: list[storage.FileEntry]) -> list[tuple[str, list[storage.FileEntry]]]:
     """Files grouped by format (and by local/S3), in a deterministic order."""
     groups: dict[tuple[str, bool], list[storage.FileEntry]] = {}

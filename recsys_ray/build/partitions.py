@@ -10,7 +10,9 @@ object store (no Ray here; `recsys_ray.build.dataflow` runs these in its tasks).
 * `write_event_partition`: a user partition's unique events become one
   Parquet file under `_exchange/events/`; every later step reads the
   partitions from there (`read_event_partition`), one task per partition, so
-  the object store holds only what the running tasks work on, at any input size.
+  after the shuffle the object store holds only what the running tasks work on.
+  (The shuffle itself still gathers each partition's rows in Ray's hash-shuffle
+  aggregators until its inputs are done.)
 
 File names come from the smallest key of the rows (`exchange.producer_name`),
 which no other task holds: a retried task overwrites its own file.

@@ -78,15 +78,17 @@ def _version_name(version: str | None, out: str | None) -> str:
 
 
 def _list_inputs(uris: list[str], options: storage.StorageOptions) -> list[storage.FileEntry]:
-    files: list[storage.FileEntry] = []
+    """Every file the inputs name, each once (a file named twice, directly and through its
+    directory or two globs, is one input)."""
+    files: dict[str, storage.FileEntry] = {}
     for uri in uris:
         found = storage.list_files(uri, options, suffixes=INPUT_SUFFIXES)
         if not found:
             if not storage.exists(uri, options):
                 raise BuildError(f"input {uri} does not exist")
             raise BuildError(f"input {uri} holds no files ending in {', '.join(INPUT_SUFFIXES)}")
-        files.extend(found)
-    return files
+        files.update((entry.uri, entry) for entry in found if entry.uri not in files)
+    return list(files.values())
 
 
 def _tenant_inputs(root: str, tenant: str, dataset: str, options: storage.StorageOptions,

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from recsys_ray import __version__, schemas
-from recsys_ray.build import dataflow, partitions
+from recsys_ray.build import dataflow, inputs, partitions
 from recsys_ray.build.manifest import Column, Counts, EvalSet, Manifest
 from recsys_ray.build.plan import BuildError, BuildPlan, plan_build
 from recsys_ray.build.progress import StageTimer, ray_data_console_for_builds
@@ -77,7 +77,7 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
     vcfg = cfg.validation.model_copy(update={"max_timestamp": hi})
     b = cfg.build
 
-    parallelism = b.parallelism or dataflow.auto_parallelism(sum(f.size for f in plan.interactions))
+    parallelism = b.parallelism or inputs.user_partitions(plan.interactions, dataflow.cluster_cpus())
     # Validation streams into the partitioning (one pass over the input); the
     # partitioning stage's time includes it.
     with timer.stage("validate_and_partition"):

@@ -25,7 +25,7 @@ REPORT_FILE = "report.html"
 EVAL_DIR = "eval"
 VOCAB_DIR = "vocab"
 DAILY_SUMMARY = "summaries/daily.parquet"  # events per day and type, for the report
-EXCHANGE_DIR = "_exchange"  # rows on their way to their shard, removed once the shards are written
+EXCHANGE_DIR = "_exchange"  # events and rows on their way, removed when the version commits or fails
 
 
 def shard_path(split: str, shard: int) -> str:
@@ -34,7 +34,8 @@ def shard_path(split: str, shard: int) -> str:
 
 
 def exchange_path(kind: str, split: str, shard: int, producer: str) -> str:
-    """Where one producer task leaves its `kind` rows ("users" or "items") for one shard."""
+    """Where one producer task leaves its `kind` rows ("users", "items" or "eval") for one shard
+    (for "eval", one user_id range of the evaluation set)."""
     return f"{EXCHANGE_DIR}/{kind}/{split}-{shard:05d}/{producer}.parquet"
 
 
@@ -56,6 +57,11 @@ def user_features_path(producer: str) -> str:
 def event_partition_path(producer: str) -> str:
     """Where one user partition's unique events wait for the build's later steps."""
     return f"{EXCHANGE_DIR}/events/{producer}.parquet"
+
+
+def eval_file_path(user_range: int) -> str:
+    """The evaluation set's file of one user_id range (files in name order are in user_id order)."""
+    return f"{EVAL_DIR}/part-{user_range:05d}.parquet"
 
 
 def vocabulary_path(column: str) -> str:

@@ -18,6 +18,11 @@ evaluation asks it to find the user's new positive items after it:
 Users without a relevant item get no row. Rows are sorted by user_id and every
 list by item id ascending (Arrow's string order, UTF-8 bytes), so the output is
 the same whatever the order of the input rows.
+
+The build writes the set in user_id ranges (`user_sample`, `range_bounds`,
+`range_of`): each user partition leaves its rows of each range for that range's
+writer, so no task holds more than its partition or its range and the files,
+read in name order, are in user_id order at any parallelism.
 """
 
 from __future__ import annotations
@@ -95,3 +100,43 @@ def _lists_by_user(users: pa.Array, pairs: pa.Table) -> pa.ListArray:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     items = table.column("item_id").combine_chunks().cast(pa.string())
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+
+USER_SAMPLE = pa.schema([pa.field("user_id", pa.string()), pa.field("users", pa.int64())])
+
+
+def user_sample(events: pa.Table, *, size: int) -> pa.Table:
+    """About `size` of a batch's distinct user_ids, evenly spaced in user_id order, each with the
+    number of the batch's users it stands for (itself and those up to the next sample)."""
+    users = pc.unique(events.column("user_id"))
+    if len(users) == 0:
+        return USER_SAMPLE.empty_table()
+    users = users.take(pc.sort_indices(users))
+    step = max(1, -(-len(users) // max(1, size)))
+    picks = np.arange(0, len(users), step)
+    return pa.table({"user_id": users.take(pa.array(picks)), "users": np.diff(np.append(picks, len(users)))},
+                    schema=USER_SAMPLE)
+
+
+def range_bounds(samples: pa.Table, ranges: int) -> tuple[str, ...]:
+    """Up to `ranges - 1` sorted, distinct user_ids that cut the users `samples` stand for
+    (`user_sample` of every partition) into ranges of about equal size; range r holds the
+    user_ids u with bounds[r - 1] <= u < bounds[r] (`range_of`)."""
+    if samples.num_rows == 0 or ranges <= 1:
+        return ()
+    ordered = samples.sort_by([("user_id", "ascending")])
+    weights = ordered.column("users").to_numpy()
+    before = np.cumsum(weights) - weights
+    total = int(weights.sum())
+    picks = np.searchsorted(before, [total * r / ranges for r in range(1, ranges)], side="left")
+    ids = ordered.column("user_id").to_pylist()
+    bounds = sorted({ids[i] for i in picks if 0 < i < len(ids)}, key=lambda v: v.encode())
+    return tuple(bounds)
+
+
+def range_of(user_ids: pa.Array, bounds: tuple[str, ...]) -> np.ndarray:
+    """Each user_id's range under `bounds` (`range_bounds`): how many bounds are at or below it."""
+    out = np.zeros(len(user_ids), dtype=np.int32)
+    for bound in bounds:
+        out += pc.greater_equal(user_ids, pa.scalar(bound, pa.string())).to_numpy(zero_copy_only=False)
+    return out

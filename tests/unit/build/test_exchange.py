@@ -9,14 +9,17 @@ import zlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from recsys_ray.build import exchange
 from recsys_ray.build.writer import EXCHANGE_DIR
 from recsys_ray.io import storage
-from recsys_ray.stages import asof, features, training_rows
+from recsys_ray.stages import asof, eval_set, features, training_rows
 from recsys_ray.stages.split import timestamp_micros
-from tests.unit.stages.test_examples import EVENTS
+from tests.unit.stages.test_eval_set import cutoff_us as eval_cutoff_us
+from tests.unit.stages.test_eval_set import events as eval_events
+from tests.unit.stages.test_examples import EVENTS, POSITIVE, UNIFORM
 from tests.unit.stages.test_training_rows import CATALOG, options
 
 LOCAL = storage.StorageOptions()
@@ -75,9 +78,9 @@ def test_shard_plan_groups_files_by_shard_in_order():
                       "shard": pa.array([1, 1, 0, 0], pa.int32()), "path": ["c", "b", "x", "a"],
                       "rows": pa.array([1, 2, 3, 4], pa.int64())}, schema=exchange.PARTS)
     assert exchange.shard_plan(parts) == [
-        {"split": "test", "shard": 0, "users": ["x"], "items": []},
-        {"split": "train", "shard": 0, "users": ["a"], "items": []},
-        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"]},
+        {"split": "test", "shard": 0, "users": ["x"], "items": [], "eval": []},
+        {"split": "train", "shard": 0, "users": ["a"], "items": [], "eval": []},
+        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"], "eval": []},
     ]
 
 
@@ -123,3 +126,31 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
     meta = pa.concat_tables(metas)
     assert meta["rows"].to_pylist() == [t.num_rows for t in written]
     assert meta["positives"].to_pylist() == [pc.sum(t["label"]).as_py() for t in written]
+
+
+def test_eval_set_in_user_ranges_equals_the_one_batch_set_in_user_order(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = [(f"u{rng.integers(40):02d}", f"i{rng.integers(40):02d}", str(rng.choice(["view", *POSITIVE])),
+             int(rng.integers(0, 60))) for _ in range(400)]
+    events = eval_events(rows)
+    eval_options = {"cutoff_us": eval_cutoff_us(30), "strategy": "time", "positive_types": POSITIVE,
+                    "candidates": UNIFORM, "negatives": 4, "seed": 7}
+    whole = eval_set.build_eval_set(events, **eval_options)
+    assert whole.num_rows >= 10
+    out = str(tmp_path)
+    parts = partitions(events, "user_id", 3)
+    samples = pa.concat_tables([eval_set.user_sample(p, size=4) for p in parts])
+    bounds = eval_set.range_bounds(samples, 3)
+    assert bounds
+    metas = [exchange.eval_row_parts(p, eval_options=eval_options, bounds=bounds, out=out, storage_options=LOCAL)
+             for p in parts]
+    plan = exchange.shard_plan(pa.concat_tables(metas))
+    assert {entry["split"] for entry in plan} == {"eval"} and all(entry["eval"] for entry in plan)
+    written = [exchange.write_eval_file(pa.Table.from_pylist([entry]), out, LOCAL) for entry in plan]
+    for entry, meta in zip(plan, written):
+        exchange.delete_shard_parts(plan, meta, out, LOCAL)
+    assert all(not path.startswith(EXCHANGE_DIR) for path in exchange_files(tmp_path))
+    files = sorted(tmp_path.glob("eval/*.parquet"))
+    assert [f.name for f in files] == [f"part-{entry['shard']:05d}.parquet" for entry in plan]
+    assert sum(meta.column("users")[0].as_py() for meta in written) == whole.num_rows
+    assert pa.concat_tables([pq.read_table(f) for f in files]).equals(whole)

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_ray.build.inputs import parquet_pieces, read_and_validate_parquet, slice_row_groups
+from recsys_ray.build.inputs import (PARTITION_INPUT_BYTES, parquet_pieces, read_and_validate_parquet, slice_row_groups,
+                                     user_partitions)
 from recsys_ray.build.plan import BuildError
 from recsys_ray.config import ValidationConfig
 from recsys_ray.io import storage
@@ -167,3 +168,16 @@ def test_a_file_of_another_dataset_is_a_whole_file_error(tmp_path):
         read_and_validate_parquet(piece, dataset="interactions", cfg=ValidationConfig(), options=None)
     assert info.value.code == "missing_columns"
     assert str(catalog) in info.value.message
+
+
+def test_user_partitions_grow_with_the_input_in_whole_rounds_of_the_cpus():
+    def files(*sizes, suffix="parquet"):
+        return [storage.FileEntry(f"/in/part-{n}.{suffix}", size) for n, size in enumerate(sizes)]
+
+    assert user_partitions(files(100), cpus=2) == 2
+    assert user_partitions([], cpus=3) == 3
+    assert user_partitions(files(PARTITION_INPUT_BYTES * 5), cpus=2) == 6
+    assert user_partitions(files(PARTITION_INPUT_BYTES * 5), cpus=16) == 16
+    ten_times = files(*[PARTITION_INPUT_BYTES * 5] * 10)
+    assert user_partitions(ten_times, cpus=2) == 50 and user_partitions(ten_times, cpus=16) == 64
+    assert user_partitions(files(PARTITION_INPUT_BYTES * 80, suffix="csv"), cpus=2) == 10

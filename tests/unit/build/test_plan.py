@@ -28,6 +28,13 @@ def test_the_version_is_named_after_the_out_directory(events_file, tmp_path):
     assert plan.tenant is None  # inputs and output given explicitly: no tenant is involved
 
 
+def test_a_file_named_twice_is_one_input(events_file, tmp_path):
+    plan = plan_build(RecsysConfig.load(build={
+        "interactions": [str(events_file.parent), str(events_file), str(events_file.parent / "*.parquet")],
+        "out": str(tmp_path / "out/v1")}))
+    assert [entry.uri for entry in plan.interactions] == [str(events_file)]
+
+
 def test_an_explicit_version_name_wins(events_file, tmp_path):
     plan = plan_build(RecsysConfig.load(build={"interactions": str(events_file), "out": str(tmp_path / "v1"),
                                                "version": "v2"}))

@@ -194,3 +194,39 @@ def test_eval_rows_take_events_with_their_split():
     empty = eval_set.build_eval_set(events(ROWS).slice(0, 0), cutoff_us=cutoff_us(10), strategy="time",
                                     positive_types=POSITIVE, candidates=UNIFORM, negatives=5, seed=1)
     assert empty.schema == eval_set.EVAL_SET and empty.num_rows == 0
+
+
+def user_events(users):
+    return pa.table({"user_id": pa.array(users, pa.string())})
+
+
+def test_user_samples_stand_for_every_distinct_user_in_order():
+    users = [f"u{n:03d}" for n in range(10)] * 3
+    sample = eval_set.user_sample(user_events(users[::-1]), size=4)
+    assert sample.schema == eval_set.USER_SAMPLE
+    assert sample.column("user_id").to_pylist() == ["u000", "u003", "u006", "u009"]
+    assert sample.column("users").to_pylist() == [3, 3, 3, 1]
+    assert eval_set.user_sample(user_events([]), size=4).num_rows == 0
+    assert eval_set.user_sample(user_events(["b", "a"]), size=10).column("users").to_pylist() == [1, 1]
+
+
+@pytest.mark.parametrize("ranges", [1, 2, 3, 7])
+def test_range_bounds_cut_all_partitions_users_into_ordered_ranges_of_about_equal_size(ranges):
+    rng = np.random.default_rng(ranges)
+    users = np.array([f"user-{n:05d}" for n in rng.permutation(3000)])
+    partitions = np.array_split(users, 5)
+    samples = pa.concat_tables([eval_set.user_sample(user_events(list(p)), size=50) for p in partitions])
+    assert sum(samples.column("users").to_pylist()) == 3000
+    bounds = eval_set.range_bounds(samples, ranges)
+    assert list(bounds) == sorted(set(bounds)) and len(bounds) == ranges - 1
+    which = eval_set.range_of(pa.array(users), bounds)
+    sizes = np.bincount(which, minlength=ranges)
+    assert sizes.sum() == 3000 and sizes.max() - sizes.min() <= 3000 * 0.05
+    ordered = sorted(users)
+    assert list(eval_set.range_of(pa.array(ordered), bounds)) == sorted(eval_set.range_of(pa.array(ordered), bounds))
+
+
+def test_range_of_puts_a_bound_in_the_range_it_starts():
+    assert list(eval_set.range_of(pa.array(["a", "b", "c", "d"]), ("b", "d"))) == [0, 1, 1, 2]
+    assert list(eval_set.range_of(pa.array(["a"]), ())) == [0]
+    assert eval_set.range_bounds(eval_set.USER_SAMPLE.empty_table(), 4) == ()
