@@ -16,8 +16,9 @@ Steps, in order (`recsys_ray.build.run` calls them):
 5. `write_eval_set`: the evaluation set in user_id ranges through the exchange;
 6. `write_examples`: positives and negatives per partition with their user columns,
    left per shard in exchange files (`recsys_ray.build.exchange`), in event
-   mode with the item columns as of each row's time from a shuffle by item
-   (a heavy item's time slices apart, `find_heavy_items`);
+   mode with the item columns as of each row's time from item partitions that
+   the same tasks feed through the exchange (a heavy item's time slices apart,
+   `find_heavy_items`);
    each shard's writer reads its files, joins the item columns and writes the
    shard once, in a seed-determined order.
 """
@@ -42,7 +43,7 @@ from ray.data import DataContext
 from recsys_ray import schemas, validation
 from recsys_ray.build import exchange, inputs, partitions
 from recsys_ray.build import progress as progress_lines
-from recsys_ray.build.writer import VersionWriter, user_features_path, vocabulary_path
+from recsys_ray.build.writer import EXCHANGE_DIR, VersionWriter, user_features_path, vocabulary_path
 from recsys_ray.config import BuildConfig, ValidationConfig
 from recsys_ray.io import storage
 from recsys_ray.stages import batch as batch_stage
@@ -330,33 +331,36 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
                    catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
                    parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int], dict[str, dict]]:
     """Label rows with their user columns per user partition and leave them for their shards
-    (`recsys_ray.build.exchange`); in event mode, send each row's (item, time) and every event
-    through a shuffle by item to compute item columns as of each time, left for the same
-    shards; then write each shard once from its files. Returns the manifest's shard list,
-    label counts and the train split's column statistics (`column_stats.combine_partials`,
-    merged in shard order)."""
+    (`recsys_ray.build.exchange`); in event mode the same tasks leave each row's (item, time)
+    and every event for the item partitions, whose tasks compute the item columns as of each
+    time and leave them for the same shards; then write each shard once from its files.
+    Nothing but small file lists passes through the object store. Returns the manifest's
+    shard list, label counts and the train split's column statistics
+    (`column_stats.combine_partials`, merged in shard order)."""
     exchange_kwargs = {"out": writer.out, "storage_options": writer.options}
-    parts = events.dataset().map_batches(exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
-                               fn_kwargs={"options": rows, **exchange_kwargs})
-    if rows.feature_time == "event":
+    event_time = rows.feature_time == "event"
+    parts = collect(events.dataset().map_batches(
+        exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"options": rows, "item_partitions": parallelism if event_time else 0, **exchange_kwargs}),
+        exchange.PARTS)
+    if event_time:
         carry = None
         if rows.heavy_items:
-            summaries = collect(events.dataset().map_batches(heavy.slice_summaries, batch_size=None, batch_format="pyarrow",
-                                                   fn_kwargs={"heavy": rows.heavy_items}))
+            summaries = collect(events.dataset().map_batches(heavy.slice_summaries, batch_size=None,
+                                                             batch_format="pyarrow",
+                                                             fn_kwargs={"heavy": rows.heavy_items}))
             carry = heavy.carry_table(summaries, rows.heavy_items)
-        queries = events.dataset().map_batches(training_rows.item_queries, batch_size=None, batch_format="pyarrow",
-                                     fn_kwargs={"options": rows})
-        item_parts = (
-            events.dataset().map_batches(training_rows.item_events, batch_size=None, batch_format="pyarrow",
-                               fn_kwargs={"heavy_items": rows.heavy_items})
-            .union(queries)
-            .repartition(parallelism, keys=["item_id", "_slice"])
-            .map_batches(exchange.item_row_parts, batch_size=None, batch_format="pyarrow",
-                         fn_kwargs={"windows": rows.windows, "catalog": catalog, "carry": carry,
-                                    "user_first_seen": user_first_seen(events), **exchange_kwargs})
-        )
-        parts = parts.union(item_parts)
-    plan = exchange.shard_plan(collect(parts, exchange.PARTS))
+        is_input = pc.equal(parts.column("kind"), exchange.ITEM_INPUTS)
+        item_plan = exchange.shard_plan(parts.filter(is_input))
+        parts = parts.filter(pc.invert(is_input))
+        if item_plan:
+            item_parts = ray.data.from_items(item_plan, override_num_blocks=len(item_plan)).map_batches(
+                exchange.item_partition_parts, batch_size=1, batch_format="pyarrow",
+                fn_kwargs={"windows": rows.windows, "catalog": catalog, "carry": carry,
+                           "user_first_seen": user_first_seen(events), **exchange_kwargs})
+            parts = pa.concat_tables([parts, collect(item_parts, exchange.PARTS)])
+        storage.delete(writer.uri(f"{EXCHANGE_DIR}/{exchange.ITEM_INPUTS}"), writer.options)
+    plan = exchange.shard_plan(parts)
     meta = exchange.SHARD_META.empty_table()
     if plan:
         written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(

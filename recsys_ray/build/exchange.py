@@ -57,14 +57,68 @@ def write_parts(rows: pa.Table, *, kind: str, producer: str, out: str, options: 
     return pa.table(meta, schema=PARTS)
 
 
+# Item events and queries on their way from the user partitions to the item partitions.
+ITEM_INPUTS = "item_inputs"
+
+
 def user_row_parts(events: pa.Table, *, options: training_rows.RowOptions, out: str,
-                   storage_options: storage.StorageOptions) -> pa.Table:
-    """`training_rows.user_rows` of a batch of whole users, left for their shards."""
-    rows = training_rows.user_rows(events, options)
+                   storage_options: storage.StorageOptions, item_partitions: int = 0) -> pa.Table:
+    """`training_rows.user_rows` of a batch of whole users, left for their shards; in event
+    mode with `item_partitions`, also the batch's item events and its rows' item queries
+    (`training_rows.item_events`, `item_queries`; the rows labelled once for both), left for
+    their item partitions (`item_partition_of`) as kind `ITEM_INPUTS`."""
+    if events.num_rows == 0:
+        return PARTS.empty_table()
+    producer = producer_name(events.select(["user_id"]))
+    labelled = training_rows.labelled_rows(events, options)
+    rows = training_rows.user_rows(events, options, labelled=labelled)
+    parts = [write_parts(rows, kind="users", producer=producer, out=out, options=storage_options)]
+    if options.feature_time == "event" and item_partitions:
+        inputs = pa.concat_tables([training_rows.item_events(events, options.heavy_items),
+                                   training_rows.item_queries(events, options, labelled=labelled)])
+        parts.append(write_item_inputs(inputs, item_partitions, producer, out, storage_options))
+    return pa.concat_tables(parts)
+
+
+def item_partition_of(item_ids: pa.Array | pa.ChunkedArray, slices: pa.Array | pa.ChunkedArray,
+                      partitions: int) -> np.ndarray:
+    """The item partition of each (item_id, `_slice`), from a stable hash: all of an item's
+    rows (of a heavy item, all of one slice's rows) meet in one partition, on any cluster."""
+    slice_codes = pc.fill_null(slices, 0).to_numpy(zero_copy_only=False).astype(np.uint64)
+    mixed = hashing.combine(hashing.hash_strings(item_ids), slice_codes)
+    return (mixed % np.uint64(partitions)).astype(np.int32)
+
+
+def write_item_inputs(rows: pa.Table, partitions: int, producer: str, out: str,
+                      options: storage.StorageOptions) -> pa.Table:
+    """Write the `training_rows.ITEM_SHUFFLE` rows of one producer as one file per item
+    partition (split "items", the partition as shard); returns their `PARTS` rows."""
     if rows.num_rows == 0:
         return PARTS.empty_table()
-    return write_parts(rows, kind="users", producer=producer_name(events.select(["user_id"])), out=out,
-                       options=storage_options)
+    which = item_partition_of(rows.column("item_id"), rows.column("_slice"), partitions)
+    order = np.argsort(which, kind="stable")
+    ordered, which = rows.take(pa.array(order)), which[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(which)) + 1])
+    ends = np.concatenate([starts[1:], [len(which)]])
+    meta: dict[str, list] = {name: [] for name in PARTS.names}
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        relative = exchange_path(ITEM_INPUTS, "items", int(which[start]), producer)
+        storage.write_table(storage.join(out, relative), ordered.slice(start, end - start), options,
+                            compression=EXCHANGE_COMPRESSION)
+        for name, value in zip(PARTS.names, (ITEM_INPUTS, "items", int(which[start]), relative, end - start)):
+            meta[name].append(value)
+    return pa.table(meta, schema=PARTS)
+
+
+def item_partition_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
+                         user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
+                         storage_options: storage.StorageOptions) -> pa.Table:
+    """`item_row_parts` of one item partition (a one-row `batch` of `shard_plan` over the
+    `ITEM_INPUTS` files): its events and queries read from the exchange."""
+    entry = batch.to_pylist()[0]
+    inputs = read_parts(entry[ITEM_INPUTS], training_rows.ITEM_SHUFFLE, out, storage_options)
+    return item_row_parts(inputs, windows=windows, catalog=catalog, user_first_seen=user_first_seen, carry=carry,
+                          out=out, storage_options=storage_options)
 
 
 def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
@@ -81,12 +135,13 @@ def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Tab
         [pa.field("item_id", pa.string()), pa.field("_slice", pa.int32())]))), out=out, options=storage_options)
 
 
-FILE_KINDS = ("users", "items", "eval")
+FILE_KINDS = ("users", "items", "eval", ITEM_INPUTS)
 
 
 def shard_plan(parts: pa.Table) -> list[dict]:
     """One entry per shard with rows: split, shard and the paths of its files of each kind
-    ("users", "items", "eval"; each list sorted), sorted by (split, shard)."""
+    (`FILE_KINDS`; each list sorted), sorted by (split, shard). An item partition's
+    `ITEM_INPUTS` files make an entry of split "items" likewise."""
     plan: dict[tuple[str, int], dict] = {}
     for row in parts.to_pylist():
         entry = plan.setdefault((row["split"], row["shard"]), {"split": row["split"], "shard": row["shard"],

@@ -34,9 +34,9 @@ EVENT_COLUMNS = ("user_id", "item_id", "interaction_type", "timestamp", "rating"
 SHARD_KEYS = pa.schema([pa.field("_shard", pa.int32()), pa.field("_order", pa.int64())])
 ITEM_QUERY = pa.schema([pa.field("item_id", pa.string()), pa.field("timestamp", schemas.TIMESTAMP),
                         pa.field("split", pa.string()), pa.field("_shard", pa.int32())])
-# A Ray Data shuffle needs one schema for all its blocks: events and item queries travel to
-# the item batches as `ITEM_SHUFFLE` rows, each with the other kind's columns null. The
-# shuffle is by (item_id, `_slice`): a heavy item's slices go their own ways
+# Events and item queries travel to the item batches as `ITEM_SHUFFLE` rows (one schema for
+# both, each with the other kind's columns null), routed by (item_id, `_slice`): a heavy
+# item's slices go their own ways
 # (`recsys_ray.stages.heavy`). `_window` is 0 for a row's query, N for the query at
 # t − N days that a heavy item's earlier slice answers. Events carry no user_id: the item
 # side counts distinct users by `asof.FIRST_USER_EVENT`.
@@ -88,7 +88,9 @@ def padded(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _labelled(events: pa.Table, options: RowOptions) -> pa.Table:
+def labelled_rows(events: pa.Table, options: RowOptions) -> pa.Table:
+    """The labelled rows (positives and their negatives) of a batch holding whole users, with
+    their shard keys: what `user_rows` and `item_queries` start from, made once per batch."""
     rows = label_examples(events, candidates=options.candidates, negatives=options.negatives, seed=options.seed,
                           **options.split_kwargs)
     return assign_shards(rows, options.shards_per_split, options.seed)
@@ -113,12 +115,13 @@ def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, 
     return base
 
 
-def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
+def user_rows(events: pa.Table, options: RowOptions, labelled: pa.Table | None = None) -> pa.Table:
     """Labelled rows of a batch holding whole users (every event, every split), with their
-    shard keys and user columns (`RowOptions.user_rows_schema`)."""
+    shard keys and user columns (`RowOptions.user_rows_schema`); `labelled` is the batch's
+    `labelled_rows` when already made."""
     if events.num_rows == 0:
         return options.user_rows_schema.empty_table()
-    rows = _labelled(events, options)
+    rows = labelled if labelled is not None else labelled_rows(events, options)
     if options.feature_time == "event":
         user = asof.user_features_as_of(events.select(list(EVENT_COLUMNS)), rows.select(["user_id", "timestamp"]),
                                         windows_days=options.windows, history=options.history)
@@ -132,13 +135,14 @@ def user_rows(events: pa.Table, options: RowOptions) -> pa.Table:
     return rows.select(options.user_rows_schema.names).cast(options.user_rows_schema)
 
 
-def item_queries(events: pa.Table, options: RowOptions) -> pa.Table:
+def item_queries(events: pa.Table, options: RowOptions, labelled: pa.Table | None = None) -> pa.Table:
     """The distinct (item_id, timestamp, split, _shard) of a batch's rows: the item features
     as of each row's time that each shard needs (feature time "event"), as `ITEM_SHUFFLE`,
-    with a heavy item's queries at t − N days (`heavy.window_queries`)."""
+    with a heavy item's queries at t − N days (`heavy.window_queries`); `labelled` is the
+    batch's `labelled_rows` when already made."""
     if events.num_rows == 0:
         return ITEM_SHUFFLE.empty_table()
-    rows = _labelled(events, options).select(ITEM_QUERY.names)
+    rows = (labelled if labelled is not None else labelled_rows(events, options)).select(ITEM_QUERY.names)
     distinct = rows.group_by(ITEM_QUERY.names, use_threads=False).aggregate([]).select(ITEM_QUERY.names)
     distinct = distinct.append_column(
         "_slice", pa.array(options.heavy_items.slices(distinct.column("item_id"), timestamp_micros(distinct))))

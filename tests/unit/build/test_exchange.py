@@ -78,9 +78,9 @@ def test_shard_plan_groups_files_by_shard_in_order():
                       "shard": pa.array([1, 1, 0, 0], pa.int32()), "path": ["c", "b", "x", "a"],
                       "rows": pa.array([1, 2, 3, 4], pa.int64())}, schema=exchange.PARTS)
     assert exchange.shard_plan(parts) == [
-        {"split": "test", "shard": 0, "users": ["x"], "items": [], "eval": []},
-        {"split": "train", "shard": 0, "users": ["a"], "items": [], "eval": []},
-        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"], "eval": []},
+        {"split": "test", "shard": 0, "users": ["x"], "items": [], "eval": [], "item_inputs": []},
+        {"split": "train", "shard": 0, "users": ["a"], "items": [], "eval": [], "item_inputs": []},
+        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"], "eval": [], "item_inputs": []},
     ]
 
 
@@ -89,14 +89,21 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
     opts = options(feature_time, shards={"train": 3, "test": 2})
     out = str(tmp_path)
     user_parts = partitions(EVENTS, "user_id", 3)
-    metas = [exchange.user_row_parts(p, options=opts, out=out, storage_options=LOCAL) for p in user_parts]
+    item_partitions = 2 if feature_time == "event" else 0
+    metas = [exchange.user_row_parts(p, options=opts, out=out, storage_options=LOCAL,
+                                     item_partitions=item_partitions) for p in user_parts]
     item_side = None
     if feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
-        shuffled = pa.concat_tables([training_rows.item_events(EVENTS), training_rows.item_queries(EVENTS, opts)])
-        metas += [exchange.item_row_parts(batch, windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen,
-                                          carry=None, out=out, storage_options=LOCAL)
-                  for batch in partitions(shuffled, "item_id", 2)]
+        inputs = pa.concat_tables(metas).filter(pc.equal(pa.concat_tables(metas)["kind"], exchange.ITEM_INPUTS))
+        item_plan = exchange.shard_plan(inputs)
+        assert {entry["split"] for entry in item_plan} == {"items"} and len(item_plan) == 2
+        item_metas = [exchange.item_partition_parts(pa.Table.from_pylist([entry]), windows=opts.windows,
+                                                    catalog=CATALOG, user_first_seen=first_seen, carry=None, out=out,
+                                                    storage_options=LOCAL) for entry in item_plan]
+        for path in inputs["path"].to_pylist():
+            storage.delete(storage.join(out, path), LOCAL)
+        metas = [m.filter(pc.invert(pc.equal(m["kind"], exchange.ITEM_INPUTS))) for m in metas] + item_metas
     else:  # the frozen table of item features as of the cutoff
         partials = training_rows.item_partials_for_partition(EVENTS, windows=opts.windows, **opts.split_kwargs)
         train_users = training_rows.user_features_at_cutoff(EVENTS, windows=(), history=0,
@@ -154,3 +161,26 @@ def test_eval_set_in_user_ranges_equals_the_one_batch_set_in_user_order(tmp_path
     assert [f.name for f in files] == [f"part-{entry['shard']:05d}.parquet" for entry in plan]
     assert sum(meta.column("users")[0].as_py() for meta in written) == whole.num_rows
     assert pa.concat_tables([pq.read_table(f) for f in files]).equals(whole)
+
+
+def test_item_inputs_meet_by_item_and_slice_whatever_their_user_partition(tmp_path):
+    opts = options("event")
+    out = str(tmp_path)
+    metas = pa.concat_tables([exchange.user_row_parts(p, options=opts, out=out, storage_options=LOCAL,
+                                                      item_partitions=3) for p in partitions(EVENTS, "user_id", 3)])
+    inputs = metas.filter(pc.equal(metas["kind"], exchange.ITEM_INPUTS))
+    assert set(inputs["split"].to_pylist()) == {"items"}
+    expected = pa.concat_tables([training_rows.item_events(EVENTS), training_rows.item_queries(EVENTS, opts)])
+    assert sum(inputs["rows"].to_pylist()) == expected.num_rows
+    seen: dict[str, int] = {}
+    for entry in exchange.shard_plan(inputs):
+        rows = exchange.read_parts(entry[exchange.ITEM_INPUTS], training_rows.ITEM_SHUFFLE, out, LOCAL)
+        assert set(exchange.item_partition_of(rows["item_id"], rows["_slice"], 3).tolist()) == {entry["shard"]}
+        for item in rows["item_id"].to_pylist():
+            assert seen.setdefault(item, entry["shard"]) == entry["shard"]
+    # the same (item, slice) always goes to the same partition, and slices of one item may part
+    ids = pa.array(["i1", "i1", "i2", "i1"])
+    assert list(exchange.item_partition_of(ids, pa.array([0, 0, 0, 0], pa.int32()), 5)) == \
+        list(exchange.item_partition_of(ids, pa.array([None, 0, None, 0], pa.int32()), 5))
+    spread = exchange.item_partition_of(pa.array(["hot"] * 40), pa.array(range(40), pa.int32()), 4)
+    assert len(set(spread.tolist())) > 1
