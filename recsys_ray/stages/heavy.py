@@ -1,5 +1,5 @@
 """Heavy items: an item with so many events that one task would hold them all (the Zipf
-head, a bot) is cut into time slices, each a task of its own in the shuffle by item, and
+head, a bot) is cut into time slices, each routed to its item partition on its own, and
 each slice's features start from the exact state of the slices before it.
 
 - Detection: every batch of whole users reports the items it holds at least
