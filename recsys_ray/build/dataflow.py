@@ -329,16 +329,20 @@ def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
 
 def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
                    catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
-                   parallelism: int) -> tuple[dict[str, list], dict[tuple[str, int], int], dict[str, dict]]:
+                   parallelism: int, rows_per_shard: float) -> tuple[dict[str, list], dict[tuple[str, int], int],
+                                                                     dict[str, dict]]:
     """Label rows with their user columns per user partition and leave them for their shards
     (`recsys_ray.build.exchange`); in event mode the same tasks leave each row's (item, time)
     and every event for the item partitions, whose tasks compute the item columns as of each
     time and leave them for the same shards; then write each shard once from its files.
-    Nothing but small file lists passes through the object store. Returns the manifest's
+    Nothing but small file lists passes through the object store; a producer's rows of
+    consecutive shards share a file (`exchange.shards_per_file` of the expected
+    `rows_per_shard`). Returns the manifest's
     shard list, label counts and the train split's column statistics
     (`column_stats.combine_partials`, merged in shard order)."""
-    exchange_kwargs = {"out": writer.out, "storage_options": writer.options}
     event_time = rows.feature_time == "event"
+    exchange_kwargs = {"out": writer.out, "storage_options": writer.options,
+                       "shards_per_file": exchange.shards_per_file(rows_per_shard, max(len(events.paths), parallelism))}
     parts = collect(events.dataset().map_batches(
         exchange.user_row_parts, batch_size=None, batch_format="pyarrow",
         fn_kwargs={"options": rows, "item_partitions": parallelism if event_time else 0, **exchange_kwargs}),
@@ -368,9 +372,10 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
             fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
                        "vocabularies": vocabularies})
         parts_written = []
+        files = exchange.ShardFiles(plan)
         for part in written.iter_batches(batch_size=None, batch_format="pyarrow"):
             part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
-            exchange.delete_shard_parts(plan, part, writer.out, writer.options)
+            files.written(part, writer.out, writer.options)
             parts_written.append(part)
         meta = pa.concat_tables(parts_written) if parts_written else meta
         log.debug("examples and shards:\n%s", written.stats())
@@ -427,12 +432,13 @@ def write_eval_set(events: EventPartitions, cutoff_us: int, b: BuildConfig, cand
     plan = exchange.shard_plan(parts)
     written = 0
     if plan:
-        files = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
+        eval_files = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
             exchange.write_eval_file, batch_size=1, batch_format="pyarrow",
             fn_kwargs={"out": writer.out, "options": writer.options})
-        for part in files.iter_batches(batch_size=None, batch_format="pyarrow"):
+        files = exchange.ShardFiles(plan)
+        for part in eval_files.iter_batches(batch_size=None, batch_format="pyarrow"):
             part = pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
-            exchange.delete_shard_parts(plan, part, writer.out, writer.options)
+            files.written(part, writer.out, writer.options)
             written += int(pc.sum(part.column("users")).as_py() or 0)
     return written
 

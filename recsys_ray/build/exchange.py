@@ -2,15 +2,18 @@
 not through a shuffle in the object store.
 
 Each producer task (a partition of whole users, or in event mode of whole
-items) writes its rows of each (split, shard) as one compressed Parquet file
-(the evaluation set's rows likewise, per user_id range)
-and returns one small row per file; each shard's writer then reads only its
-own files. Nothing wide waits in the object store, no task holds more than its
-partition or its shard, and the files are written once, read once and deleted
-as soon as their shard's writer has returned (a retried writer still finds them). A
-producer's file names come from its smallest key, which no other partition
-holds, so a retried task overwrites its own files instead of adding rows.
-Storage every worker can read is all this needs, as for the shards themselves.
+items) writes its rows of each (split, shard) as row groups of a compressed
+Parquet file that holds a run of consecutive shards (`shards_per_file`; the
+evaluation set's rows likewise, per user_id range) and returns one small row
+per shard; each shard's writer then reads only its own row groups. Nothing wide
+waits in the object store, no task holds more than its partition or its shard,
+and a producer writes a few files however many shards there are (at scale,
+producers x shards pieces of some hundred rows each would be millions of
+objects). A file is deleted as soon as every shard that reads it has been
+written (`ShardFiles`; a retried writer still finds it). A producer's file names
+come from its smallest key, which no other partition holds, so a retried task
+overwrites its own files instead of adding rows. Storage every worker can read
+is all this needs, as for the shards themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from recsys_ray.stages.examples import shard_groups
 # Fast to write and read back; these files live only until the shards are written.
 EXCHANGE_COMPRESSION = "lz4"
 PARTS = pa.schema([("kind", pa.string()), ("split", pa.string()), ("shard", pa.int32()),
-                   ("path", pa.string()), ("rows", pa.int64())])
+                   ("path", pa.string()), ("rows", pa.int64()), ("row_group", pa.int32()),
+                   ("row_groups", pa.int32())])
+# A piece's rows are written in row groups of at most this many rows (pyarrow's default
+# row group length, so each table handed to the writer is exactly one row group).
+ROW_GROUP_ROWS = 1024 * 1024
+# A producer's file should hold about this many rows: with P producers feeding each shard evenly,
+# ceil(EXCHANGE_FILE_ROWS * P / rows per shard) consecutive shards share one file.
+EXCHANGE_FILE_ROWS = 250_000
 
 
 def producer_name(keys: pa.Table) -> str:
@@ -42,19 +52,47 @@ def producer_name(keys: pa.Table) -> str:
     return f"{int(hashing.hash_strings(pa.array([text], pa.string()))[0]):016x}"
 
 
-def write_parts(rows: pa.Table, *, kind: str, producer: str, out: str, options: storage.StorageOptions) -> pa.Table:
-    """Write each (split, shard) group of `rows` (which carry `split` and `_shard`) as one
-    exchange file named for `producer`; returns one `PARTS` row per file, its path
-    relative to `out`."""
+def shards_per_file(rows_per_shard: float, producers: int) -> int:
+    """How many consecutive shards of a split share one exchange file of a producer, so that
+    a file holds about `EXCHANGE_FILE_ROWS` rows when `producers` tasks feed each shard of
+    `rows_per_shard` rows evenly (at least 1)."""
+    per_piece = max(1.0, rows_per_shard / max(1, producers))
+    return max(1, int(np.ceil(EXCHANGE_FILE_ROWS / per_piece)))
+
+
+def write_pieces(pieces, *, kind: str, producer: str, out: str, options: storage.StorageOptions,
+                 shards_per_file: int = 0) -> pa.Table:
+    """Write one producer's (split, shard, rows) pieces, in (split, shard) order: the pieces of
+    `shards_per_file` consecutive shards of a split (0: all its shards) share one file,
+    named for `producer`, each piece its own row groups. Returns one `PARTS` row per piece,
+    its path relative to `out` and its row groups."""
+    files: dict[tuple[str, int], list[tuple[int, pa.Table]]] = {}
+    for split_name, shard, table in pieces:
+        index = shard // shards_per_file if shards_per_file else 0
+        files.setdefault((split_name, index), []).append((shard, table))
+    meta: dict[str, list] = {name: [] for name in PARTS.names}
+    for (split_name, index), group in files.items():
+        relative = exchange_path(kind, split_name, index, producer)
+        tables: list[pa.Table] = []
+        for shard, table in group:
+            chunks = [table.slice(start, ROW_GROUP_ROWS) for start in range(0, table.num_rows, ROW_GROUP_ROWS)]
+            for name, value in zip(PARTS.names, (kind, split_name, shard, relative, table.num_rows, len(tables),
+                                                 len(chunks))):
+                meta[name].append(value)
+            tables.extend(chunks)
+        storage.write_tables(storage.join(out, relative), tables, tables[0].schema, options,
+                             compression=EXCHANGE_COMPRESSION)
+    return pa.table(meta, schema=PARTS)
+
+
+def write_parts(rows: pa.Table, *, kind: str, producer: str, out: str, options: storage.StorageOptions,
+                shards_per_file: int = 0) -> pa.Table:
+    """Write each (split, shard) group of `rows` (which carry `split` and `_shard`) into the
+    exchange (`write_pieces`); returns one `PARTS` row per shard."""
     if rows.num_rows == 0:
         return PARTS.empty_table()
-    meta: dict[str, list] = {name: [] for name in PARTS.names}
-    for split_name, shard, group in shard_groups(rows):
-        relative = exchange_path(kind, split_name, shard, producer)
-        storage.write_table(storage.join(out, relative), group, options, compression=EXCHANGE_COMPRESSION)
-        for name, value in zip(PARTS.names, (kind, split_name, shard, relative, group.num_rows)):
-            meta[name].append(value)
-    return pa.table(meta, schema=PARTS)
+    return write_pieces(shard_groups(rows), kind=kind, producer=producer, out=out, options=options,
+                        shards_per_file=shards_per_file)
 
 
 # Item events and queries on their way from the user partitions to the item partitions.
@@ -62,17 +100,20 @@ ITEM_INPUTS = "item_inputs"
 
 
 def user_row_parts(events: pa.Table, *, options: training_rows.RowOptions, out: str,
-                   storage_options: storage.StorageOptions, item_partitions: int = 0) -> pa.Table:
-    """`training_rows.user_rows` of a batch of whole users, left for their shards; in event
-    mode with `item_partitions`, also the batch's item events and its rows' item queries
-    (`training_rows.item_events`, `item_queries`; the rows labelled once for both), left for
-    their item partitions (`item_partition_of`) as kind `ITEM_INPUTS`."""
+                   storage_options: storage.StorageOptions, item_partitions: int = 0,
+                   shards_per_file: int = 0) -> pa.Table:
+    """`training_rows.user_rows` of a batch of whole users, left for their shards
+    (`shards_per_file` as in `write_pieces`); in event mode with `item_partitions`, also the
+    batch's item events and its rows' item queries (`training_rows.item_events`,
+    `item_queries`; the rows labelled once for both), left for their item partitions
+    (`item_partition_of`) as kind `ITEM_INPUTS`, all in one file."""
     if events.num_rows == 0:
         return PARTS.empty_table()
     producer = producer_name(events.select(["user_id"]))
     labelled = training_rows.labelled_rows(events, options)
     rows = training_rows.user_rows(events, options, labelled=labelled)
-    parts = [write_parts(rows, kind="users", producer=producer, out=out, options=storage_options)]
+    parts = [write_parts(rows, kind="users", producer=producer, out=out, options=storage_options,
+                         shards_per_file=shards_per_file)]
     if options.feature_time == "event" and item_partitions:
         inputs = pa.concat_tables([training_rows.item_events(events, options.heavy_items),
                                    training_rows.item_queries(events, options, labelled=labelled)])
@@ -91,8 +132,9 @@ def item_partition_of(item_ids: pa.Array | pa.ChunkedArray, slices: pa.Array | p
 
 def write_item_inputs(rows: pa.Table, partitions: int, producer: str, out: str,
                       options: storage.StorageOptions) -> pa.Table:
-    """Write the `training_rows.ITEM_SHUFFLE` rows of one producer as one file per item
-    partition (split "items", the partition as shard); returns their `PARTS` rows."""
+    """Write the `training_rows.ITEM_SHUFFLE` rows of one producer as one file, the rows of
+    each item partition (split "items", the partition as shard) their own row groups;
+    returns their `PARTS` rows."""
     if rows.num_rows == 0:
         return PARTS.empty_table()
     which = item_partition_of(rows.column("item_id"), rows.column("_slice"), partitions)
@@ -100,30 +142,25 @@ def write_item_inputs(rows: pa.Table, partitions: int, producer: str, out: str,
     ordered, which = rows.take(pa.array(order)), which[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(which)) + 1])
     ends = np.concatenate([starts[1:], [len(which)]])
-    meta: dict[str, list] = {name: [] for name in PARTS.names}
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        relative = exchange_path(ITEM_INPUTS, "items", int(which[start]), producer)
-        storage.write_table(storage.join(out, relative), ordered.slice(start, end - start), options,
-                            compression=EXCHANGE_COMPRESSION)
-        for name, value in zip(PARTS.names, (ITEM_INPUTS, "items", int(which[start]), relative, end - start)):
-            meta[name].append(value)
-    return pa.table(meta, schema=PARTS)
+    pieces = (("items", int(which[start]), ordered.slice(start, end - start))
+              for start, end in zip(starts.tolist(), ends.tolist()))
+    return write_pieces(pieces, kind=ITEM_INPUTS, producer=producer, out=out, options=options)
 
 
 def item_partition_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
                          user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
-                         storage_options: storage.StorageOptions) -> pa.Table:
+                         storage_options: storage.StorageOptions, shards_per_file: int = 0) -> pa.Table:
     """`item_row_parts` of one item partition (a one-row `batch` of `shard_plan` over the
     `ITEM_INPUTS` files): its events and queries read from the exchange."""
     entry = batch.to_pylist()[0]
     inputs = read_parts(entry[ITEM_INPUTS], training_rows.ITEM_SHUFFLE, out, storage_options)
     return item_row_parts(inputs, windows=windows, catalog=catalog, user_first_seen=user_first_seen, carry=carry,
-                          out=out, storage_options=storage_options)
+                          out=out, storage_options=storage_options, shards_per_file=shards_per_file)
 
 
 def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
                    user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
-                   storage_options: storage.StorageOptions) -> pa.Table:
+                   storage_options: storage.StorageOptions, shards_per_file: int = 0) -> pa.Table:
     """`training_rows.item_rows` of a batch of whole items (or whole slices of heavy items),
     left for their shards; named for the batch's smallest (item_id, `_slice`)."""
     rows = training_rows.item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen,
@@ -132,31 +169,67 @@ def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Tab
         return PARTS.empty_table()
     keys = batch.select(["item_id", "_slice"])
     return write_parts(rows, kind="items", producer=producer_name(keys.cast(pa.schema(
-        [pa.field("item_id", pa.string()), pa.field("_slice", pa.int32())]))), out=out, options=storage_options)
+        [pa.field("item_id", pa.string()), pa.field("_slice", pa.int32())]))), out=out, options=storage_options,
+        shards_per_file=shards_per_file)
 
 
 FILE_KINDS = ("users", "items", "eval", ITEM_INPUTS)
 
 
 def shard_plan(parts: pa.Table) -> list[dict]:
-    """One entry per shard with rows: split, shard and the paths of its files of each kind
-    (`FILE_KINDS`; each list sorted), sorted by (split, shard). An item partition's
-    `ITEM_INPUTS` files make an entry of split "items" likewise."""
+    """One entry per shard with rows: split, shard and, for each kind (`FILE_KINDS`), its
+    pieces (path, row_group, row_groups; sorted by path), sorted by (split, shard). An item
+    partition's `ITEM_INPUTS` pieces make an entry of split "items" likewise."""
     plan: dict[tuple[str, int], dict] = {}
     for row in parts.to_pylist():
         entry = plan.setdefault((row["split"], row["shard"]), {"split": row["split"], "shard": row["shard"],
                                                                **{kind: [] for kind in FILE_KINDS}})
-        entry[row["kind"]].append(row["path"])
+        entry[row["kind"]].append({"path": row["path"], "row_group": row["row_group"],
+                                   "row_groups": row["row_groups"]})
     for entry in plan.values():
         for kind in FILE_KINDS:
-            entry[kind].sort()
+            entry[kind].sort(key=lambda piece: (piece["path"], piece["row_group"]))
     return [plan[key] for key in sorted(plan)]
 
 
-def read_parts(paths: Sequence[str], schema: pa.Schema, out: str, options: storage.StorageOptions) -> pa.Table:
-    """The rows of these exchange files (paths relative to `out`) as one table of `schema`."""
-    tables = [storage.read_table(storage.join(out, path), options).cast(schema) for path in paths]
+def read_parts(pieces: Sequence[dict], schema: pa.Schema, out: str, options: storage.StorageOptions) -> pa.Table:
+    """The rows of these exchange pieces (`shard_plan` entries of one kind) as one table of `schema`."""
+    tables = [storage.read_row_groups(storage.join(out, piece["path"]),
+                                      range(piece["row_group"], piece["row_group"] + piece["row_groups"]),
+                                      options).cast(schema)
+              for piece in pieces]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+class ShardFiles:
+    """The exchange files of a `shard_plan` and the shards still to read them: a file is
+    deleted once every shard that reads it is written (a retried writer still finds its
+    files), so the build's disk use stays near the larger of the exchange and the shards
+    rather than their sum. Bookkeeping of the driver, which hands it each writer's result."""
+
+    def __init__(self, plan: Sequence[dict]):
+        self._paths = {(entry["split"], entry["shard"]): sorted({piece["path"] for kind in FILE_KINDS
+                                                                 for piece in entry[kind]})
+                       for entry in plan}
+        self._readers: dict[str, int] = {}
+        for paths in self._paths.values():
+            for path in paths:
+                self._readers[path] = self._readers.get(path, 0) + 1
+
+    def written(self, results: pa.Table, out: str, options: storage.StorageOptions) -> None:
+        """Count the shards in `results` (rows with split and shard) as written and delete
+        the files no shard still needs; a shard counted twice is counted once."""
+        for key in zip(results.column("split").to_pylist(), results.column("shard").to_pylist()):
+            for path in self._paths.pop(key, ()):
+                self._readers[path] -= 1
+                if self._readers[path] == 0:
+                    del self._readers[path]
+                    storage.delete(storage.join(out, path), options)
+
+    @property
+    def remaining(self) -> int:
+        """Files some shard still reads."""
+        return len(self._readers)
 
 
 SHARD_META = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()),
@@ -177,7 +250,7 @@ def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows
     frozen table of item features as of the cutoff. Returns one row: split,
     shard, path, rows, positives and the statistics of its continuous columns
     (JSON of `column_stats.column_partials`). It leaves its exchange files in place, so
-    a retried task can run again; `delete_shard_parts` frees them once its result is in.
+    a retried task can run again; `ShardFiles` frees them once no shard needs them.
     """
     entry = batch.to_pylist()[0]
     shard_rows = read_parts(entry["users"], rows.user_rows_schema, out, options)
@@ -198,17 +271,6 @@ def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows
                      "rows": [shard_rows.num_rows],
                      "positives": [int(pc.sum(shard_rows.column("label")).as_py() or 0)],
                      "stats": [json.dumps(column_stats.combine_partials(partials))]}, schema=SHARD_META)
-
-
-def delete_shard_parts(entries: Sequence[dict], written: pa.Table, out: str, options: storage.StorageOptions) -> None:
-    """Delete the exchange files of the `shard_plan` entries whose shards are in `written`
-    (`write_shard` results): only that shard reads them, so freeing them as each shard
-    lands keeps the build's disk use near max(exchange, shards) rather than their sum."""
-    done = set(zip(written.column("split").to_pylist(), written.column("shard").to_pylist()))
-    for entry in entries:
-        if (entry["split"], entry["shard"]) in done:
-            for path in (path for kind in FILE_KINDS for path in entry[kind]):
-                storage.delete(storage.join(out, path), options)
 
 
 EVAL_FILES = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path", pa.string()), ("users", pa.int64())])

@@ -33,10 +33,11 @@ def shard_path(split: str, shard: int) -> str:
     return f"{split}/part-{shard:05d}.parquet"
 
 
-def exchange_path(kind: str, split: str, shard: int, producer: str) -> str:
-    """Where one producer task leaves its `kind` rows ("users", "items" or "eval") for one shard
-    (for "eval", one user_id range of the evaluation set)."""
-    return f"{EXCHANGE_DIR}/{kind}/{split}-{shard:05d}/{producer}.parquet"
+def exchange_path(kind: str, split: str, index: int, producer: str) -> str:
+    """Where one producer task leaves its `kind` rows ("users", "items", "eval" or
+    "item_inputs") of one run of consecutive shards of a split, the `index`-th
+    (`exchange.write_pieces`)."""
+    return f"{EXCHANGE_DIR}/{kind}/{split}-{index:05d}/{producer}.parquet"
 
 
 def quarantine_dir(dataset: str) -> str:

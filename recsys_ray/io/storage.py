@@ -184,6 +184,13 @@ def read_table(uri: str, options: StorageOptions | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs)
 
 
+def read_row_groups(uri: str, row_groups: Iterable[int], options: StorageOptions | None = None) -> pa.Table:
+    """Some row groups of one Parquet object: its footer and those groups' columns are read, nothing else."""
+    fs, path = resolve(uri, options)
+    with fs.open_input_file(path) as source:
+        return pq.ParquetFile(source).read_row_groups(list(row_groups))
+
+
 def exists(uri: str, options: StorageOptions | None = None) -> bool:
     fs, path = resolve(uri, options)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

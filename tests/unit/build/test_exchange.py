@@ -34,21 +34,69 @@ def exchange_files(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
 
 
-def test_each_shard_of_a_producer_is_one_file_and_reads_back(tmp_path):
+@pytest.mark.parametrize("shards_per_file", [0, 1, 2])
+def test_each_shard_of_a_producer_is_row_groups_of_one_file_per_run_of_shards(tmp_path, shards_per_file):
     opts = options(shards={"train": 3, "test": 2})
     rows = training_rows.user_rows(EVENTS, opts)
     parts = exchange.write_parts(rows, kind="users", producer="p0", out=str(tmp_path),
-                                 options=LOCAL)
+                                 options=LOCAL, shards_per_file=shards_per_file)
     assert parts.schema == exchange.PARTS
     assert sum(parts["rows"].to_pylist()) == rows.num_rows
     keys = set(zip(rows["split"].to_pylist(), rows["_shard"].to_pylist()))
     assert set(zip(parts["split"].to_pylist(), parts["shard"].to_pylist())) == keys
     assert all(path.startswith(f"{EXCHANGE_DIR}/users/") for path in parts["path"].to_pylist())
+    # one file per split and run of consecutive shards
+    runs = {(split, shard // shards_per_file if shards_per_file else 0) for split, shard in keys}
+    assert len(set(parts["path"].to_pylist())) == len(runs) == len(exchange_files(tmp_path))
     for part in parts.to_pylist():
-        back = exchange.read_parts([part["path"]], opts.user_rows_schema, str(tmp_path), LOCAL)
+        back = exchange.read_parts([part], opts.user_rows_schema, str(tmp_path), LOCAL)
         assert back.num_rows == part["rows"]
         assert set(back["split"].to_pylist()) == {part["split"]} and set(back["_shard"].to_pylist()) == {part["shard"]}
+    for path in set(parts["path"].to_pylist()):
+        in_file = parts.filter(pc.equal(parts["path"], path)).sort_by("row_group")
+        assert pq.ParquetFile(tmp_path / path).metadata.num_rows == sum(in_file["rows"].to_pylist())
+        starts = in_file["row_group"].to_pylist()
+        assert starts[0] == 0 and starts[1:] == list(np.cumsum(in_file["row_groups"].to_pylist())[:-1])
     assert exchange.read_parts([], opts.user_rows_schema, str(tmp_path), LOCAL).num_rows == 0
+
+
+def test_a_piece_larger_than_a_row_group_spans_several(tmp_path, monkeypatch):
+    monkeypatch.setattr(exchange, "ROW_GROUP_ROWS", 3)
+    rows = pa.table({"split": ["train"] * 7 + ["train"] * 2, "_shard": pa.array([0] * 7 + [1] * 2, pa.int32()),
+                     "v": list(range(9))})
+    parts = exchange.write_parts(rows, kind="users", producer="p", out=str(tmp_path), options=LOCAL)
+    assert parts.select(["shard", "rows", "row_group", "row_groups"]).to_pylist() == [
+        {"shard": 0, "rows": 7, "row_group": 0, "row_groups": 3},
+        {"shard": 1, "rows": 2, "row_group": 3, "row_groups": 1}]
+    schema = rows.schema
+    assert exchange.read_parts([parts.to_pylist()[0]], schema, str(tmp_path), LOCAL)["v"].to_pylist() == list(range(7))
+    assert exchange.read_parts([parts.to_pylist()[1]], schema, str(tmp_path), LOCAL)["v"].to_pylist() == [7, 8]
+
+
+def test_shards_per_file_gives_files_of_about_the_target_rows():
+    assert exchange.shards_per_file(1_000_000, 1) == 1
+    assert exchange.shards_per_file(1_000_000, 10) == 3  # 100,000 rows per producer and shard
+    per_piece = 1_000_000 / 1_280
+    assert exchange.shards_per_file(1_000_000, 1_280) == int(np.ceil(exchange.EXCHANGE_FILE_ROWS / per_piece))
+    assert exchange.shards_per_file(0, 4) == exchange.EXCHANGE_FILE_ROWS  # no rows expected: one file per split
+
+
+def test_shard_files_are_deleted_once_every_shard_reading_them_is_written(tmp_path):
+    out = str(tmp_path)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x")
+    piece = lambda path: {"path": path, "row_group": 0, "row_groups": 1}  # noqa: E731
+    plan = [{"split": "train", "shard": 0, "users": [piece("a")], "items": [piece("b")], "eval": [], "item_inputs": []},
+            {"split": "train", "shard": 1, "users": [piece("a")], "items": [piece("c")], "eval": [], "item_inputs": []}]
+    files = exchange.ShardFiles(plan)
+    assert files.remaining == 3
+    done = lambda shard: pa.table({"split": ["train"], "shard": pa.array([shard], pa.int32())})  # noqa: E731
+    files.written(done(0), out, LOCAL)
+    assert not (tmp_path / "b").exists() and (tmp_path / "a").exists() and files.remaining == 2
+    files.written(done(0), out, LOCAL)  # a shard reported twice is counted once
+    assert (tmp_path / "a").exists()
+    files.written(done(1), out, LOCAL)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists() and files.remaining == 0
 
 
 def test_a_retried_producer_replaces_its_files_and_partitions_never_share_names(tmp_path):
@@ -76,11 +124,14 @@ def test_producer_names_come_from_the_smallest_key_of_every_column():
 def test_shard_plan_groups_files_by_shard_in_order():
     parts = pa.table({"kind": ["items", "users", "users", "users"], "split": ["train", "train", "test", "train"],
                       "shard": pa.array([1, 1, 0, 0], pa.int32()), "path": ["c", "b", "x", "a"],
-                      "rows": pa.array([1, 2, 3, 4], pa.int64())}, schema=exchange.PARTS)
+                      "rows": pa.array([1, 2, 3, 4], pa.int64()), "row_group": pa.array([0, 1, 2, 3], pa.int32()),
+                      "row_groups": pa.array([1, 1, 1, 1], pa.int32())}, schema=exchange.PARTS)
+    piece = lambda path, group: {"path": path, "row_group": group, "row_groups": 1}  # noqa: E731
     assert exchange.shard_plan(parts) == [
-        {"split": "test", "shard": 0, "users": ["x"], "items": [], "eval": [], "item_inputs": []},
-        {"split": "train", "shard": 0, "users": ["a"], "items": [], "eval": [], "item_inputs": []},
-        {"split": "train", "shard": 1, "users": ["b"], "items": ["c"], "eval": [], "item_inputs": []},
+        {"split": "test", "shard": 0, "users": [piece("x", 2)], "items": [], "eval": [], "item_inputs": []},
+        {"split": "train", "shard": 0, "users": [piece("a", 3)], "items": [], "eval": [], "item_inputs": []},
+        {"split": "train", "shard": 1, "users": [piece("b", 1)], "items": [piece("c", 0)], "eval": [],
+         "item_inputs": []},
     ]
 
 
@@ -91,7 +142,7 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
     user_parts = partitions(EVENTS, "user_id", 3)
     item_partitions = 2 if feature_time == "event" else 0
     metas = [exchange.user_row_parts(p, options=opts, out=out, storage_options=LOCAL,
-                                     item_partitions=item_partitions) for p in user_parts]
+                                     item_partitions=item_partitions, shards_per_file=2) for p in user_parts]
     item_side = None
     if feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
@@ -100,7 +151,8 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
         assert {entry["split"] for entry in item_plan} == {"items"} and len(item_plan) == 2
         item_metas = [exchange.item_partition_parts(pa.Table.from_pylist([entry]), windows=opts.windows,
                                                     catalog=CATALOG, user_first_seen=first_seen, carry=None, out=out,
-                                                    storage_options=LOCAL) for entry in item_plan]
+                                                    storage_options=LOCAL, shards_per_file=2)
+                      for entry in item_plan]
         for path in inputs["path"].to_pylist():
             storage.delete(storage.join(out, path), LOCAL)
         metas = [m.filter(pc.invert(pc.equal(m["kind"], exchange.ITEM_INPUTS))) for m in metas] + item_metas
@@ -112,20 +164,21 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
                                                       opts.windows)
     vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
     plan = exchange.shard_plan(pa.concat_tables(metas))
+    files = exchange.ShardFiles(plan)
     written, metas = [], []
-    for entry in plan:
+    for position, entry in enumerate(plan):
         meta = exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs)
         assert meta.schema == exchange.SHARD_META
         # a retried writer finds its files and writes the same shard
         assert exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs).equals(meta)
-        others = [e for e in plan if e is not entry]
-        exchange.delete_shard_parts(plan, meta, out, LOCAL)  # freed once the shard's result is in
-        for path in entry["users"] + entry["items"]:
-            assert not (tmp_path / path).exists()
-        for other in others[len(metas):]:  # later shards keep theirs
-            assert all((tmp_path / path).exists() for path in other["users"] + other["items"])
+        files.written(meta, out, LOCAL)  # freed once no shard still to be written reads them
+        still_read = {piece["path"] for later in plan[position + 1:] for piece in later["users"] + later["items"]}
+        for piece in entry["users"] + entry["items"]:
+            assert (tmp_path / piece["path"]).exists() == (piece["path"] in still_read)
+        assert all((tmp_path / path).exists() for path in still_read)  # later shards keep theirs
         written.append(storage.read_table(storage.join(out, meta["path"][0].as_py()), LOCAL))
         metas.append(meta)
+    assert files.remaining == 0
     assert not exchange_files(tmp_path / EXCHANGE_DIR)
     result = pa.concat_tables(written)
     assert result.equals(training_rows.one_batch_rows(EVENTS, CATALOG, opts))
@@ -154,8 +207,9 @@ def test_eval_set_in_user_ranges_equals_the_one_batch_set_in_user_order(tmp_path
     plan = exchange.shard_plan(pa.concat_tables(metas))
     assert {entry["split"] for entry in plan} == {"eval"} and all(entry["eval"] for entry in plan)
     written = [exchange.write_eval_file(pa.Table.from_pylist([entry]), out, LOCAL) for entry in plan]
-    for entry, meta in zip(plan, written):
-        exchange.delete_shard_parts(plan, meta, out, LOCAL)
+    files = exchange.ShardFiles(plan)
+    for meta in written:
+        files.written(meta, out, LOCAL)
     assert all(not path.startswith(EXCHANGE_DIR) for path in exchange_files(tmp_path))
     files = sorted(tmp_path.glob("eval/*.parquet"))
     assert [f.name for f in files] == [f"part-{entry['shard']:05d}.parquet" for entry in plan]

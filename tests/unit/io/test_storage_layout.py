@@ -68,6 +68,15 @@ def test_write_tables_streams_each_table_as_its_row_groups(tmp_path):
     assert pq.ParquetFile(uri).metadata.num_row_groups == 3 and seen == [0, 3, 6]
 
 
+def test_read_row_groups_reads_only_the_groups_asked_for(tmp_path):
+    uri = str(tmp_path / "groups.parquet")
+    schema = pa.schema([("x", pa.int64())])
+    storage.write_tables(uri, (pa.table({"x": [g * 10, g * 10 + 1]}, schema=schema) for g in range(4)), schema)
+    assert storage.read_row_groups(uri, [1, 2]).column("x").to_pylist() == [10, 11, 20, 21]
+    assert storage.read_row_groups(uri, range(3, 4)).column("x").to_pylist() == [30, 31]
+    assert storage.read_row_groups(uri, []).num_rows == 0
+
+
 def test_upload_file_copies_bytes_whole(tmp_path):
     local = tmp_path / "local.bin"
     local.write_bytes(bytes(range(256)) * 40_000)  # more than one copy block
