@@ -328,11 +328,12 @@ def positive_counts(events, cutoff_us: int, b: BuildConfig) -> dict[str, int]:
 
 
 def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table | None,
-                   catalog: pa.Table | None, vocabularies: dict[str, pa.Table], writer: VersionWriter,
+                   catalog: pa.Table | None, writer: VersionWriter,
                    parallelism: int, rows_per_shard: float) -> tuple[dict[str, list], dict[tuple[str, int], int],
                                                                      dict[str, dict]]:
     """Label rows with their user columns per user partition and leave them for their shards
-    (`recsys_ray.build.exchange`); in event mode the same tasks leave each row's (item, time)
+    (`recsys_ray.build.exchange`), their vocabulary indices set where their users are
+    (`rows.vocabularies`); in event mode the same tasks leave each row's (item, time)
     and every event for the item partitions, whose tasks compute the item columns as of each
     time and leave them for the same shards; then write each shard once from its files.
     Nothing but small file lists passes through the object store; a producer's rows of
@@ -361,6 +362,7 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
             item_parts = ray.data.from_items(item_plan, override_num_blocks=len(item_plan)).map_batches(
                 exchange.item_partition_parts, batch_size=1, batch_format="pyarrow",
                 fn_kwargs={"windows": rows.windows, "catalog": catalog, "carry": carry,
+                           "vocabularies": rows.vocabularies,
                            "user_first_seen": user_first_seen(events), **exchange_kwargs})
             parts = pa.concat_tables([parts, collect(item_parts, exchange.PARTS)])
         storage.delete(writer.uri(f"{EXCHANGE_DIR}/{exchange.ITEM_INPUTS}"), writer.options)
@@ -369,8 +371,7 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     if plan:
         written = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
             exchange.write_shard, batch_size=1, batch_format="pyarrow",
-            fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side,
-                       "vocabularies": vocabularies})
+            fn_kwargs={"out": writer.out, "options": writer.options, "rows": rows, "item_side": item_side})
         parts_written = []
         files = exchange.ShardFiles(plan)
         for part in written.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -394,12 +395,12 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
 def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | None,
                  writer: VersionWriter) -> dict[str, pa.Table]:
     """Each vocabulary from training-window counts summed over the user partitions, written
-    as `vocab/{column}.parquet`; returns them (frozen values the shard writers look up in)."""
-    partials = events.dataset().map_batches(vocab.vocab_partials_for_partition, batch_size=None, batch_format="pyarrow",
-                                  fn_kwargs={**_split_kwargs(cutoff_us, b),
-                                             "attributes": vocab.item_attributes(catalog)})
-    combined = vocab.combine_vocab_partials(
-        part for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"))
+    as `vocab/{column}.parquet`; returns them (the build looks values up in them through
+    `vocab.lookups`)."""
+    partials = events.dataset().map_batches(vocab.vocab_partials_for_partition, batch_size=None,
+                                            batch_format="pyarrow", fn_kwargs=_split_kwargs(cutoff_us, b))
+    combined = vocab.with_attribute_counts(vocab.combine_vocab_partials(
+        part for part in partials.iter_batches(batch_size=None, batch_format="pyarrow")), vocab.item_attributes(catalog))
     out = {}
     for column in vocab.VOCABULARY_COLUMNS:
         out[column] = vocab.make_vocabulary(vocab.column_counts(combined, column), b.min_frequency)

@@ -19,7 +19,7 @@ is all this needs, as for the shards themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from recsys_ray import hashing, schemas
 from recsys_ray.build.writer import eval_file_path, exchange_path, shard_path
 from recsys_ray.io import storage
-from recsys_ray.stages import column_stats, eval_set, training_rows
+from recsys_ray.stages import column_stats, eval_set, training_rows, vocab
 from recsys_ray.stages.examples import shard_groups
 
 # Fast to write and read back; these files live only until the shards are written.
@@ -148,23 +148,26 @@ def write_item_inputs(rows: pa.Table, partitions: int, producer: str, out: str,
 
 
 def item_partition_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-                         user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
-                         storage_options: storage.StorageOptions, shards_per_file: int = 0) -> pa.Table:
+                         user_first_seen: np.ndarray, vocabularies: Mapping[str, vocab.VocabularyLookup],
+                         carry: pa.Table | None, out: str, storage_options: storage.StorageOptions,
+                         shards_per_file: int = 0) -> pa.Table:
     """`item_row_parts` of one item partition (a one-row `batch` of `shard_plan` over the
     `ITEM_INPUTS` files): its events and queries read from the exchange."""
     entry = batch.to_pylist()[0]
     inputs = read_parts(entry[ITEM_INPUTS], training_rows.ITEM_SHUFFLE, out, storage_options)
-    return item_row_parts(inputs, windows=windows, catalog=catalog, user_first_seen=user_first_seen, carry=carry,
-                          out=out, storage_options=storage_options, shards_per_file=shards_per_file)
+    return item_row_parts(inputs, windows=windows, catalog=catalog, user_first_seen=user_first_seen,
+                          vocabularies=vocabularies, carry=carry, out=out, storage_options=storage_options,
+                          shards_per_file=shards_per_file)
 
 
 def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-                   user_first_seen: np.ndarray, carry: pa.Table | None, out: str,
-                   storage_options: storage.StorageOptions, shards_per_file: int = 0) -> pa.Table:
+                   user_first_seen: np.ndarray, vocabularies: Mapping[str, vocab.VocabularyLookup],
+                   carry: pa.Table | None, out: str, storage_options: storage.StorageOptions,
+                   shards_per_file: int = 0) -> pa.Table:
     """`training_rows.item_rows` of a batch of whole items (or whole slices of heavy items),
     left for their shards; named for the batch's smallest (item_id, `_slice`)."""
     rows = training_rows.item_rows(batch, windows=windows, catalog=catalog, user_first_seen=user_first_seen,
-                                   carry=carry)
+                                   vocabularies=vocabularies, carry=carry)
     if rows.num_rows == 0:
         return PARTS.empty_table()
     keys = batch.select(["item_id", "_slice"])
@@ -242,12 +245,13 @@ def continuous_columns(schema: pa.Schema) -> list[str]:
 
 
 def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows: training_rows.RowOptions,
-                item_side: pa.Table | None, vocabularies: dict[str, pa.Table]) -> pa.Table:
+                item_side: pa.Table | None) -> pa.Table:
     """Write the shard of a one-row `batch` of `shard_plan` as one Parquet file.
 
     Its user rows, and in event mode its item rows (item features as of each
-    row's time), are read from the exchange; in cutoff mode `item_side` is the
-    frozen table of item features as of the cutoff. Returns one row: split,
+    row's time), are read from the exchange, their vocabulary indices already
+    set; in cutoff mode `item_side` is the frozen table of item features as of
+    the cutoff (`training_rows.indexed_item_side`). Returns one row: split,
     shard, path, rows, positives and the statistics of its continuous columns
     (JSON of `column_stats.column_partials`). It leaves its exchange files in place, so
     a retried task can run again; `ShardFiles` frees them once no shard needs them.
@@ -262,7 +266,7 @@ def write_shard(batch: pa.Table, out: str, options: storage.StorageOptions, rows
     partials: list[dict] = []
 
     def chunks_with_stats():
-        for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows, vocabularies):
+        for chunk in training_rows.finish_shard_chunks(shard_rows, items, rows):
             partials.append(column_stats.column_partials(chunk, continuous))
             yield chunk
 

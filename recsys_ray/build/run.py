@@ -131,11 +131,14 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         rows = training_rows.RowOptions(
             cutoff_us=cutoff_us, strategy=b.split_strategy, positive_types=tuple(b.positive_types),
             candidates=candidates, negatives=b.negatives, seed=b.seed, shards_per_split=shards_per_split,
-            feature_time=b.feature_time, windows=b.windows, history=b.history, heavy_items=heavy_items)
+            feature_time=b.feature_time, windows=b.windows, history=b.history, heavy_items=heavy_items,
+            vocabularies=vocab.lookups(vocabularies))
         expected_rows = sum(positives.get(s, 0) for s in shards_per_split) * (1 + b.negatives)
+        frozen_items = None if b.feature_time == "event" else training_rows.indexed_item_side(item_side,
+                                                                                              rows.vocabularies)
         shard_rows, label_counts, train_stats = dataflow.write_examples(
-            events, rows, None if b.feature_time == "event" else item_side, catalog, vocabularies, writer,
-            parallelism, rows_per_shard=expected_rows / sum(shards_per_split.values()))
+            events, rows, frozen_items, catalog, writer, parallelism,
+            rows_per_shard=expected_rows / sum(shards_per_split.values()))
     for name in ("train", "test"):
         counts[f"{name}_positives"] = label_counts.get((name, 1), 0)
         counts[f"{name}_negatives"] = label_counts.get((name, 0), 0)

@@ -28,8 +28,10 @@ import pyarrow.compute as pc
 from recsys_ray import schemas
 from recsys_ray.stages.features import MICROS_PER_DAY, catalog_attributes
 from recsys_ray.stages.split import timestamp_micros
+from recsys_ray.stages.vocab import VocabularyLookup, lookup_indices
 
 HISTORY_FIELDS = schemas.HISTORY_COLUMNS
+HISTORY_INDEX = "history_item_idx"
 # A chunk of a history column holds at most this many list values and string
 # bytes (rows are never split), far below what 32-bit offsets can address.
 HISTORY_CHUNK_VALUES = 1 << 22
@@ -73,14 +75,19 @@ def item_as_of_schema(windows_days: Sequence[int] = (7, 30)) -> pa.Schema:
 
 
 def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Sequence[int] = (7, 30),
-                        history: int = 20) -> pa.Table:
+                        history: int = 20, item_vocabulary: VocabularyLookup | None = None) -> pa.Table:
     """User features of each query row (user_id, timestamp t) from the user's events before t.
 
     `events` (user_id, item_id, interaction_type, timestamp, rating) must hold
     every event of every user in `queries`. Returns one row per query row, in
-    query order, as `user_as_of_schema(windows_days, history)`.
+    query order, as `user_as_of_schema(windows_days, history)`; with
+    `item_vocabulary` and a history, also `history_item_idx`: the vocabulary
+    index of each item of `history_item_ids`, looked up once per distinct item
+    of `events`.
     """
     schema = user_as_of_schema(windows_days, history)
+    if item_vocabulary is not None and history:
+        schema = schema.append(pa.field(HISTORY_INDEX, pa.list_(pa.int32())))
     if queries.num_rows == 0:
         return schema.empty_table()
     user_code, users = _codes(events, "user_id")
@@ -114,10 +121,16 @@ def user_features_as_of(events: pa.Table, queries: pa.Table, *, windows_days: Se
         by_point[name] = end - timeline.position(points, before_us=int(days) * MICROS_PER_DAY)
     table = pa.table(by_point).take(pa.array(points.of_row))
     if history:
-        lists = _history_lists((items, types), (item_code[timeline.order].astype(np.int32),
-                                                type_code[timeline.order].astype(np.int32)),
-                               end, np.minimum(total, history), points.of_row, history)
-        for name, column in zip(HISTORY_FIELDS, lists):
+        dictionaries: list[pa.Array | np.ndarray] = [items, types]
+        codes = [item_code[timeline.order].astype(np.int32), type_code[timeline.order].astype(np.int32)]
+        names = list(HISTORY_FIELDS)
+        if item_vocabulary is not None:
+            dictionaries.append(lookup_indices(items, item_vocabulary).to_numpy())
+            codes.append(codes[0])
+            names.append(HISTORY_INDEX)
+        lists = _history_lists(tuple(dictionaries), tuple(codes), end, np.minimum(total, history), points.of_row,
+                               history)
+        for name, column in zip(names, lists):
             table = table.append_column(name, column)
     return table.select(schema.names).cast(schema)
 
@@ -567,17 +580,19 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> pa.Array:
     return _nullable(numerator / np.maximum(denominator, 1), denominator == 0)
 
 
-def _history_lists(dictionaries: tuple[pa.Array, ...], codes_sorted: tuple[np.ndarray, ...], end: np.ndarray,
-                   length: np.ndarray, of_row: np.ndarray, history: int) -> list[pa.ChunkedArray]:
+def _history_lists(dictionaries: tuple[pa.Array | np.ndarray, ...], codes_sorted: tuple[np.ndarray, ...],
+                   end: np.ndarray, length: np.ndarray, of_row: np.ndarray, history: int) -> list[pa.ChunkedArray]:
     """For each (dictionary, codes) pair, per query row: dictionary[codes[end - length : end]]
-    of its point, as list<string> in chunks of at most `HISTORY_CHUNK_VALUES` values
-    and `HISTORY_CHUNK_BYTES` bytes of strings.
+    of its point, as list<string> (an Arrow dictionary of strings) or list<int32> (a numpy
+    one), in chunks of at most `HISTORY_CHUNK_VALUES` values and `HISTORY_CHUNK_BYTES`
+    bytes of strings.
 
     The last `history` codes of every point are gathered once (points are in
     sorted order, so this reads the codes in order); rows then copy their
     point's row of that matrix.
     """
-    longest = max([pc.max(pc.binary_length(d)).as_py() or 1 for d in dictionaries if len(d)] or [1])
+    longest = max([pc.max(pc.binary_length(d)).as_py() or 1 for d in dictionaries
+                   if isinstance(d, pa.Array) and len(d)] or [1])
     chunk_rows = max(1, min(HISTORY_CHUNK_VALUES, HISTORY_CHUNK_BYTES // longest) // history)
     matrices = [np.zeros((len(end), history), dtype=codes.dtype) for codes in codes_sorted]
     for lo in range(0, len(end) if len(codes_sorted[0]) else 0, chunk_rows):
@@ -594,9 +609,13 @@ def _history_lists(dictionaries: tuple[pa.Array, ...], codes_sorted: tuple[np.nd
         for out, dictionary, matrix in zip(chunks, dictionaries, matrices):
             block = matrix[points]
             codes = block.reshape(-1) if keep is None else block[keep]  # row by row, oldest first
-            values = pa.DictionaryArray.from_arrays(pa.array(codes), dictionary).cast(pa.string())
+            if isinstance(dictionary, np.ndarray):
+                values = pa.array(dictionary[codes], pa.int32())
+            else:
+                values = pa.DictionaryArray.from_arrays(pa.array(codes), dictionary).cast(pa.string())
             out.append(pa.ListArray.from_arrays(pa.array(offsets), values))
-    return [pa.chunked_array(c, pa.list_(pa.string())) for c in chunks]
+    return [pa.chunked_array(c, pa.list_(pa.int32() if isinstance(d, np.ndarray) else pa.string()))
+            for c, d in zip(chunks, dictionaries)]
 
 
 def _check_history(history: int) -> None:

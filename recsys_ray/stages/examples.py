@@ -10,7 +10,7 @@ result is the same whatever the parallelism or worker count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +32,16 @@ class Candidates:
     """Items negatives are drawn from, with draw weights; a frozen global value.
 
     `item_ids` is sorted; an item's code is its index. Items with weight 0 are
-    never drawn (popularity sampling of items nobody used in the window).
+    never drawn (popularity sampling of items nobody used in the window). The
+    codes are looked up through `hashing.ValuePositions`, built once with the set.
     """
 
     item_ids: pa.Array
     weights: np.ndarray
+    positions: hashing.ValuePositions = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "positions", hashing.ValuePositions.of(self.item_ids))
 
     @property
     def size(self) -> int:
@@ -44,8 +49,7 @@ class Candidates:
 
     def codes(self, item_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Code of each item id, -1 for items outside the candidate set."""
-        index = pc.index_in(item_ids, value_set=self.item_ids)
-        return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return self.positions.positions(item_ids)
 
 
 def make_candidates(item_ids: pa.Array, popularity: np.ndarray | None, sampling: str,

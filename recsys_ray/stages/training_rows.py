@@ -18,7 +18,7 @@ whole snapshot: the reference the distributed build must equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,11 +46,23 @@ ITEM_SHUFFLE = pa.schema([*ITEM_QUERY, *ITEM_ROUTING,
                             for n in EVENT_COLUMNS if n not in ITEM_QUERY.names and n != "user_id"],
                           pa.field(asof.FIRST_USER_EVENT, pa.bool_())])
 SHARD_CHUNK_ROWS = 262_144
+# Vocabulary indices are computed where their source columns are made: the user side's
+# in the user partitions, the item attributes' where the item columns are.
+USER_SIDE_INDICES = ("user_idx", "item_idx")
+ITEM_SIDE_INDICES = ("item_category_idx", "item_brand_idx")
+
+
+def item_rows_schema(windows: tuple[int, ...]) -> pa.Schema:
+    """Columns of `item_rows`: the query, the item columns and their attribute indices."""
+    return pa.schema([*ITEM_QUERY, *schemas.item_row_features(windows),
+                      *[pa.field(name, pa.int32()) for name in ITEM_SIDE_INDICES]])
 
 
 @dataclass(frozen=True)
 class RowOptions:
-    """Everything a batch needs to make its rows; one frozen value for the whole build."""
+    """Everything a batch needs to make its rows; one frozen value for the whole build.
+
+    `vocabularies` (`vocab.lookups` of every vocabulary) gives the rows their indices."""
 
     cutoff_us: int
     strategy: str
@@ -63,6 +75,7 @@ class RowOptions:
     windows: tuple[int, ...] = (7, 30)
     history: int = 20
     heavy_items: heavy.HeavyItems = heavy.NO_HEAVY_ITEMS
+    vocabularies: Mapping[str, vocab.VocabularyLookup] = field(default_factory=dict)
 
     @property
     def split_kwargs(self) -> dict:
@@ -74,11 +87,17 @@ class RowOptions:
 
     @property
     def user_rows_schema(self) -> pa.Schema:
-        return pa.schema([*schemas.ROW_KEYS, *SHARD_KEYS, *schemas.user_row_features(self.windows, self.history)])
+        history_index = [pa.field(asof.HISTORY_INDEX, pa.list_(pa.int32()))] if self.history else []
+        return pa.schema([*schemas.ROW_KEYS, *SHARD_KEYS, *schemas.user_row_features(self.windows, self.history),
+                          *[pa.field(name, pa.int32()) for name in USER_SIDE_INDICES], *history_index])
 
     @property
     def item_rows_schema(self) -> pa.Schema:
-        return pa.schema([*ITEM_QUERY, *schemas.item_row_features(self.windows)])
+        return item_rows_schema(self.windows)
+
+    @property
+    def history_vocabulary(self) -> vocab.VocabularyLookup | None:
+        return self.vocabularies["item_id"] if self.history else None
 
 
 def padded(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -97,9 +116,11 @@ def labelled_rows(events: pa.Table, options: RowOptions) -> pa.Table:
 
 
 def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, positive_types: tuple[str, ...],
-                            windows: tuple[int, ...] = (7, 30), history: int = 20) -> pa.Table:
+                            windows: tuple[int, ...] = (7, 30), history: int = 20,
+                            item_vocabulary: vocab.VocabularyLookup | None = None) -> pa.Table:
     """One row per user with training events: `features.user_features`, then the window
-    counts and history as of the cutoff, from the training window only (`features/users`)."""
+    counts and history as of the cutoff, from the training window only (`features/users`);
+    with `item_vocabulary`, the history's indices too (`asof.user_features_as_of`)."""
     train = train_events(events, cutoff_us, strategy, positive_types)
     base = features.user_features(train, cutoff_us)
     extra = schemas.user_row_features(windows, history).names[len(schemas.USER_FEATURES) - 1:]
@@ -109,7 +130,9 @@ def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, 
                           "timestamp": pa.array(np.full(base.num_rows, cutoff_us), pa.timestamp("us"))
                           .cast(schemas.TIMESTAMP)})
     more = asof.user_features_as_of(train.select(list(EVENT_COLUMNS)), at_cutoff, windows_days=windows,
-                                    history=history)
+                                    history=history, item_vocabulary=item_vocabulary)
+    if item_vocabulary is not None and history:
+        extra = [*extra, asof.HISTORY_INDEX]
     for name in extra:
         base = base.append_column(more.schema.field(name), more.column(name))
     return base
@@ -117,21 +140,23 @@ def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, 
 
 def user_rows(events: pa.Table, options: RowOptions, labelled: pa.Table | None = None) -> pa.Table:
     """Labelled rows of a batch holding whole users (every event, every split), with their
-    shard keys and user columns (`RowOptions.user_rows_schema`); `labelled` is the batch's
-    `labelled_rows` when already made."""
+    shard keys, user columns and user-side indices (`RowOptions.user_rows_schema`); `labelled`
+    is the batch's `labelled_rows` when already made."""
     if events.num_rows == 0:
         return options.user_rows_schema.empty_table()
     rows = labelled if labelled is not None else labelled_rows(events, options)
     if options.feature_time == "event":
         user = asof.user_features_as_of(events.select(list(EVENT_COLUMNS)), rows.select(["user_id", "timestamp"]),
-                                        windows_days=options.windows, history=options.history)
+                                        windows_days=options.windows, history=options.history,
+                                        item_vocabulary=options.history_vocabulary)
     else:
         per_user = user_features_at_cutoff(events, windows=options.windows, history=options.history,
-                                           **options.split_kwargs)
+                                           item_vocabulary=options.history_vocabulary, **options.split_kwargs)
         positions = features.feature_positions(rows.column("user_id"), per_user, "user_id")
         user = per_user.drop_columns(["user_id"]).take(positions)
     for name in user.column_names:
         rows = rows.append_column(user.schema.field(name), user.column(name))
+    rows = with_indices(rows, options.vocabularies, USER_SIDE_INDICES)
     return rows.select(options.user_rows_schema.names).cast(options.user_rows_schema)
 
 
@@ -162,7 +187,8 @@ def item_events(events: pa.Table, heavy_items: heavy.HeavyItems = heavy.NO_HEAVY
 
 
 def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-              user_first_seen: np.ndarray, carry: pa.Table | None = None) -> pa.Table:
+              user_first_seen: np.ndarray, vocabularies: Mapping[str, vocab.VocabularyLookup],
+              carry: pa.Table | None = None) -> pa.Table:
     """Item columns as of each queried time, for a batch holding whole items or whole slices
     of heavy items.
 
@@ -171,15 +197,16 @@ def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | 
     delivers them. `user_first_seen` is every user's first event time in
     microseconds, sorted: a query's `users_before` is how many lie before its
     time. `carry` (`heavy.carry_table`) is the state each heavy item's slice
-    starts from. Returns `ITEM_QUERY` columns and
-    `schemas.item_row_features(windows)` (`RowOptions.item_rows_schema`); a
+    starts from. Returns `item_rows_schema(windows)`: `ITEM_QUERY` columns,
+    `schemas.item_row_features(windows)` and the attributes' indices
+    (`ITEM_SIDE_INDICES`, from `vocabularies`); a
     query at t − N days gives a row with only `item_events_{N}d` set, the
     negated events before t − N days, which `combine_item_parts` adds to the
     row's own.
     """
     schema = pa.schema([*ITEM_QUERY, *schemas.item_row_features(windows)])
     if "_shard" not in batch.column_names or batch.num_rows == 0:
-        return schema.empty_table()
+        return item_rows_schema(windows).empty_table()
     parts = []
     slices = batch.column("_slice") if "_slice" in batch.column_names else pa.nulls(batch.num_rows, pa.int32())
     for slice_index in pc.unique(pc.fill_null(slices, 0)).to_pylist():
@@ -188,7 +215,8 @@ def item_rows(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | 
         if carry is not None and slice_index:
             own_carry = carry.filter(pc.equal(carry.column("slice"), slice_index)).drop_columns(["slice"])
         parts.append(_slice_item_rows(mine, windows, catalog, user_first_seen, own_carry, schema))
-    return pa.concat_tables(parts) if parts else schema.empty_table()
+    rows = pa.concat_tables(parts) if parts else schema.empty_table()
+    return with_indices(rows, vocabularies, ITEM_SIDE_INDICES).cast(item_rows_schema(windows))
 
 
 def _slice_item_rows(batch: pa.Table, windows: tuple[int, ...], catalog: pa.Table | None,
@@ -313,37 +341,33 @@ def item_positions(rows: pa.Table, item_side: pa.Table, by_time: bool) -> pa.Arr
     return pa.array(at, mask=at < 0)
 
 
-def with_indices(rows: pa.Table, vocabularies: dict[str, pa.Table]) -> pa.Table:
-    """`rows` with the vocabulary index column of each indexed column it has (`schemas.INDEXED_COLUMNS`)."""
-    for name, (vocabulary, source) in schemas.INDEXED_COLUMNS.items():
-        if source not in rows.column_names:
-            continue
-        values = rows.column(source)
-        if pa.types.is_list(values.type):
-            index = vocab.lookup_list_indices(values, vocabularies[vocabulary])
-        else:
-            index = vocab.lookup_indices(values, vocabularies[vocabulary])
-        rows = rows.append_column(name, index)
+def with_indices(rows: pa.Table, vocabularies: Mapping[str, pa.Table | vocab.VocabularyLookup],
+                 names: tuple[str, ...]) -> pa.Table:
+    """`rows` with the vocabulary index columns `names` (of `schemas.INDEXED_COLUMNS`) appended,
+    looked up from their source columns."""
+    for name in names:
+        vocabulary, source = schemas.INDEXED_COLUMNS[name]
+        rows = rows.append_column(name, vocab.lookup_indices(rows.column(source), vocabularies[vocabulary]))
     return rows
 
 
-def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions, vocabularies: dict[str, pa.Table],
+def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions,
                         chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """One shard's user rows (with `_shard`/`_order`) in their final order, with the item
-    columns joined and the vocabulary indices added, as consecutive `options.schema`
-    tables of at most `chunk_rows` rows.
+    """One shard's user rows (`RowOptions.user_rows_schema`) in their final order, with the
+    item columns and their indices joined (`item_rows`, or in cutoff mode
+    `indexed_item_side`), as consecutive `options.schema` tables of at most `chunk_rows` rows.
 
-    Item columns and every vocabulary index are looked up once for the shard
-    (each lookup builds a hash table of its vocabulary) and joined a slice at
-    a time, so a writer never holds the whole wide shard. Always yields at
-    least one table (empty for an empty shard), so the schema reaches the writer.
+    Item positions are found once for the shard and the columns joined a slice
+    at a time, so a writer never holds the whole wide shard; it looks nothing up
+    in a vocabulary. Always yields at least one table (empty for an empty
+    shard), so the schema reaches the writer.
     """
     schema = options.schema
-    ordered = with_indices(order_shard(rows), vocabularies)
+    ordered = order_shard(rows)
     if options.feature_time == "event":
         item_side = combine_item_parts(item_side, options.windows)
     positions = item_positions(ordered, item_side, by_time=options.feature_time == "event")
-    items = with_indices(item_side.select(schemas.item_row_features(options.windows).names), vocabularies)
+    items = item_side.select([*schemas.item_row_features(options.windows).names, *ITEM_SIDE_INDICES])
     for start in range(0, max(ordered.num_rows, 1), chunk_rows):
         length = min(chunk_rows, ordered.num_rows - start)
         chunk = ordered.slice(start, length)
@@ -351,6 +375,12 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
         for name in looked_up.column_names:
             chunk = chunk.append_column(looked_up.schema.field(name), looked_up.column(name))
         yield chunk.select(schema.names).cast(schema)
+
+
+def indexed_item_side(item_side: pa.Table, vocabularies: Mapping[str, pa.Table | vocab.VocabularyLookup]) -> pa.Table:
+    """`item_side_at_cutoff` with its attributes' indices (`ITEM_SIDE_INDICES`): the frozen item
+    columns of a cutoff-mode build, indexed once for every shard."""
+    return with_indices(item_side, vocabularies, ITEM_SIDE_INDICES)
 
 
 def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOptions,
@@ -365,18 +395,22 @@ def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOpti
 def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptions) -> pa.Table:
     """Every training row of a snapshot held in one batch (all events of every user and item),
     sorted by split, shard and shard order: what the distributed build writes, concatenated."""
-    options = replace(options, heavy_items=heavy.NO_HEAVY_ITEMS)  # one batch holds every item whole
-    vocabularies = vocabularies_of(events, catalog, options)
+    # One batch holds every item whole; its vocabularies are its own.
+    options = replace(options, heavy_items=heavy.NO_HEAVY_ITEMS)
+    vocabularies = vocab.lookups(vocabularies_of(events, catalog, options))
+    options = replace(options, vocabularies=vocabularies)
     users = user_rows(events, options)
     if options.feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(events).rename_columns(["user_id", "timestamp"])))
         item_side = item_rows(pa.concat_tables([item_events(events), item_queries(events, options)]),
-                              windows=options.windows, catalog=catalog, user_first_seen=first_seen)
+                              windows=options.windows, catalog=catalog, user_first_seen=first_seen,
+                              vocabularies=vocabularies)
         item_side = combine_item_parts(item_side, options.windows)
     else:
         partials = item_partials_for_partition(events, windows=options.windows, **options.split_kwargs)
         train_users = len(pc.unique(train_events(events, **options.split_kwargs).column("user_id")))
-        item_side = item_side_at_cutoff(features.sum_item_partials(partials), train_users, catalog, options.windows)
+        item_side = indexed_item_side(item_side_at_cutoff(features.sum_item_partials(partials), train_users, catalog,
+                                                          options.windows), vocabularies)
     parts = []
     for _, _, shard in shard_groups(users):
         shard_items = item_side
@@ -384,5 +418,5 @@ def one_batch_rows(events: pa.Table, catalog: pa.Table | None, options: RowOptio
             first = shard.slice(0, 1).to_pylist()[0]
             shard_items = item_side.filter(pc.and_(pc.equal(item_side.column("split"), first["split"]),
                                                    pc.equal(item_side.column("_shard"), first["_shard"])))
-        parts.extend(finish_shard_chunks(shard, shard_items, options, vocabularies))
+        parts.extend(finish_shard_chunks(shard, shard_items, options))
     return pa.concat_tables(parts) if parts else options.schema.empty_table()

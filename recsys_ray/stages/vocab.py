@@ -9,18 +9,24 @@ events of items that have that attribute in the catalog.
 
 Counting is exact across batches: `vocab_partials` counts one batch's events,
 `combine_vocab_partials` sums the counts of the same value, so any partition of
-the events gives the same vocabularies. A vocabulary table stores only the kept
+the events gives the same vocabularies. The build counts only user_id and item_id
+per partition and adds the attributes' counts from the combined item counts
+(`with_attribute_counts`: an attribute's count is the sum of its items' counts),
+so no partition looks its items up in the whole catalog. A vocabulary table stores only the kept
 values (rows for the reserved indices 0 and 1 are not stored); its cardinality,
 what an embedding table needs, is `vocabulary_cardinality` = rows + 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from recsys_ray.hashing import ValuePositions
 
 PADDING_INDEX = 0
 OOV_INDEX = 1
@@ -87,6 +93,25 @@ def vocab_partials(train_events: pa.Table, attributes: pa.Table,
     return combine_vocab_partials(parts)
 
 
+def with_attribute_counts(combined: pa.Table, attributes: pa.Table) -> pa.Table:
+    """Combined partials of user_id and item_id plus the counts of each item attribute
+    (`ATTRIBUTE_COLUMNS`): for each attribute value, the summed counts of the items that have
+    it in `attributes` (`item_attributes`). Equal to `vocab_partials` with attributes over
+    the same events; rows sorted by (column, value)."""
+    items = column_counts(combined, "item_id")
+    rows = pc.index_in(items.column("value"), value_set=_single_chunk(attributes.column("item_id")))
+    parts = [combined.filter(pc.invert(pc.is_in(combined.column("column"), value_set=pa.array(ATTRIBUTE_COLUMNS))))]
+    for column in ATTRIBUTE_COLUMNS:
+        values = pa.table({"value": _single_chunk(attributes.column(column)).take(rows),
+                           "count": items.column("count")})
+        values = values.filter(pc.is_valid(values.column("value")))
+        summed = values.group_by("value", use_threads=False).aggregate([("count", "sum")])
+        parts.append(pa.table({"column": pa.repeat(pa.scalar(column, pa.string()), summed.num_rows),
+                               "value": summed.column("value"), "count": summed.column("count_sum")},
+                              schema=VOCAB_PARTIALS))
+    return combine_vocab_partials(parts)
+
+
 def combine_vocab_partials(partials: pa.Table | Iterable[pa.Table]) -> pa.Table:
     """Sum the counts of each (column, value) over partials; rows sorted by (column, value)."""
     table = partials if isinstance(partials, pa.Table) else pa.concat_tables(
@@ -131,18 +156,48 @@ def vocabulary_cardinality(vocabulary: pa.Table) -> int:
     return int(pc.max(vocabulary.column("index")).as_py()) + 1
 
 
-def lookup_indices(values: pa.Array | pa.ChunkedArray, vocabulary: pa.Table) -> pa.Array:
-    """int32 index of each value: its vocabulary index, 0 for null, 1 for a value not in the vocabulary."""
+@dataclass(frozen=True)
+class VocabularyLookup:
+    """A vocabulary ready for looking up many batches (`lookup_indices`): built once from its
+    table on the driver and passed to every task as a frozen value, so that no task
+    rebuilds a hash table of the whole vocabulary (`hashing.ValuePositions`)."""
+
+    positions: ValuePositions
+    indices: np.ndarray
+
+    @classmethod
+    def of(cls, vocabulary: pa.Table) -> "VocabularyLookup":
+        return cls(ValuePositions.of(vocabulary.column("value")),
+                   vocabulary.column("index").to_numpy().astype(np.int32))
+
+
+def lookups(vocabularies: Mapping[str, pa.Table]) -> dict[str, VocabularyLookup]:
+    """`VocabularyLookup` of each vocabulary."""
+    return {column: VocabularyLookup.of(table) for column, table in vocabularies.items()}
+
+
+def lookup_indices(values: pa.Array | pa.ChunkedArray, vocabulary: pa.Table | VocabularyLookup) -> pa.Array:
+    """int32 index of each value: its vocabulary index, 0 for null, 1 for a value not in the vocabulary.
+
+    `vocabulary` is a vocabulary table (one lookup) or its `VocabularyLookup` (many)."""
     values = _single_chunk(values)
     if len(values) == 0:
         return pa.array([], pa.int32())
+    if isinstance(vocabulary, VocabularyLookup):
+        position = vocabulary.positions.positions(values)
+        index = np.where(position >= 0, vocabulary.indices[np.maximum(position, 0)] if len(vocabulary.indices)
+                         else OOV_INDEX, OOV_INDEX).astype(np.int32)
+        null = values.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
+        if null is not None:
+            index[null] = PADDING_INDEX
+        return pa.array(index, pa.int32())
     position = pc.index_in(values, value_set=_single_chunk(vocabulary.column("value")))
     found = _single_chunk(vocabulary.column("index")).take(position)
     index = pc.fill_null(found, pa.scalar(OOV_INDEX, pa.int32()))
     return pc.if_else(pc.is_null(values), pa.scalar(PADDING_INDEX, pa.int32()), index).cast(pa.int32())
 
 
-def lookup_list_indices(lists: pa.Array | pa.ChunkedArray, vocabulary: pa.Table) -> pa.Array:
+def lookup_list_indices(lists: pa.Array | pa.ChunkedArray, vocabulary: pa.Table | VocabularyLookup) -> pa.Array:
     """`lookup_indices` inside each list: list<string> to list<int32> (large_list stays large).
 
     A null element becomes 0; a null list stays null; list lengths are kept.
@@ -184,8 +239,10 @@ def _single_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def vocab_partials_for_partition(events: pa.Table, *, cutoff_us: int, strategy: str,
-                                 positive_types: tuple[str, ...], attributes: pa.Table) -> pa.Table:
-    """`vocab_partials` of the training-window events of a batch holding whole users."""
+                                 positive_types: tuple[str, ...]) -> pa.Table:
+    """`vocab_partials` of user_id and item_id over the training-window events of a batch
+    holding whole users (the attributes come after combining: `with_attribute_counts`)."""
     from recsys_ray.stages.split import train_events
 
-    return vocab_partials(train_events(events, cutoff_us, strategy, positive_types), attributes)
+    return vocab_partials(train_events(events, cutoff_us, strategy, positive_types), item_attributes(None),
+                          columns=EVENT_COLUMNS)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from recsys_ray import hashing
@@ -127,3 +128,34 @@ def test_to_unit_interval_of_mixed_hashes_is_spread():
     assert ((u >= 0.0) & (u < 1.0)).all()
     counts = np.histogram(u, bins=10, range=(0.0, 1.0))[0]
     assert counts.min() > 850 and counts.max() < 1150
+
+
+def test_value_positions_equal_index_in_for_any_query():
+    rng = np.random.default_rng(3)
+    values = pa.array([f"v{i}" for i in rng.permutation(2_000)] + ["", "héllo"])
+    lookup = hashing.ValuePositions.of(values)
+    assert len(lookup) == len(values) and not lookup.colliding
+    query = pa.chunked_array([
+        pa.array([f"v{i}" for i in rng.integers(0, 2_500, 5_000)]),  # some outside the set
+        pa.array(["", None, "héllo", "missing", None]),
+        pa.array([], pa.string()),
+    ])
+    expected = pc.fill_null(pc.index_in(query, value_set=values), -1).to_numpy(zero_copy_only=False)
+    assert (lookup.positions(query) == expected).all()
+    assert lookup.positions(pa.array([None, None], pa.string())).tolist() == [-1, -1]
+    assert lookup.positions(pa.array([], pa.string())).tolist() == []
+    assert hashing.ValuePositions.of(pa.array([], pa.string())).positions(pa.array(["a", None])).tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="nulls"):
+        hashing.ValuePositions.of(pa.array(["a", None]))
+
+
+def test_value_positions_never_confuse_values_whose_hashes_are_equal():
+    # A set whose stored hash of "a" is the hash of "zzz": a query of "zzz" finds that slot
+    # by its hash, and the string comparison turns it away.
+    zzz = hashing.hash_strings(pa.array(["zzz"]))
+    forged = hashing.ValuePositions(pa.array(["a"]), zzz, np.array([0]), colliding=False)
+    assert forged.positions(pa.array(["zzz", "a"])).tolist() == [-1, -1]
+    # A set whose own values collide looks up exactly all the same.
+    colliding = hashing.ValuePositions(pa.array(["a", "b"]), np.zeros(2, np.uint64), np.array([0, 1]),
+                                       colliding=True)
+    assert colliding.positions(pa.array(["b", "a", "c", None])).tolist() == [1, 0, -1, -1]

@@ -150,7 +150,8 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
         item_plan = exchange.shard_plan(inputs)
         assert {entry["split"] for entry in item_plan} == {"items"} and len(item_plan) == 2
         item_metas = [exchange.item_partition_parts(pa.Table.from_pylist([entry]), windows=opts.windows,
-                                                    catalog=CATALOG, user_first_seen=first_seen, carry=None, out=out,
+                                                    catalog=CATALOG, user_first_seen=first_seen,
+                                                    vocabularies=opts.vocabularies, carry=None, out=out,
                                                     storage_options=LOCAL, shards_per_file=2)
                       for entry in item_plan]
         for path in inputs["path"].to_pylist():
@@ -160,17 +161,16 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
         partials = training_rows.item_partials_for_partition(EVENTS, windows=opts.windows, **opts.split_kwargs)
         train_users = training_rows.user_features_at_cutoff(EVENTS, windows=(), history=0,
                                                             **opts.split_kwargs).num_rows
-        item_side = training_rows.item_side_at_cutoff(features.sum_item_partials(partials), train_users, CATALOG,
-                                                      opts.windows)
-    vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
+        item_side = training_rows.indexed_item_side(training_rows.item_side_at_cutoff(
+            features.sum_item_partials(partials), train_users, CATALOG, opts.windows), opts.vocabularies)
     plan = exchange.shard_plan(pa.concat_tables(metas))
     files = exchange.ShardFiles(plan)
     written, metas = [], []
     for position, entry in enumerate(plan):
-        meta = exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs)
+        meta = exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side)
         assert meta.schema == exchange.SHARD_META
         # a retried writer finds its files and writes the same shard
-        assert exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side, vocabs).equals(meta)
+        assert exchange.write_shard(pa.Table.from_pylist([entry]), out, LOCAL, opts, item_side).equals(meta)
         files.written(meta, out, LOCAL)  # freed once no shard still to be written reads them
         still_read = {piece["path"] for later in plan[position + 1:] for piece in later["users"] + later["items"]}
         for piece in entry["users"] + entry["items"]:

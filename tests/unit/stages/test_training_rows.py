@@ -26,11 +26,17 @@ CATALOG = pa.table({"item_id": [f"i{n:02d}" for n in range(20)],
 
 
 def options(feature_time="event", strategy="time", negatives=3, windows=(7, 30), history=3, shards=None,
-            candidates=UNIFORM, cutoff_us=CUTOFF_US):
-    return training_rows.RowOptions(cutoff_us=cutoff_us, strategy=strategy, positive_types=POSITIVE,
+            candidates=UNIFORM, cutoff_us=CUTOFF_US, events=EVENTS, catalog=CATALOG):
+    """Row options with the vocabularies of `events` and `catalog`."""
+    opts = training_rows.RowOptions(cutoff_us=cutoff_us, strategy=strategy, positive_types=POSITIVE,
                                     candidates=candidates, negatives=negatives, seed=42,
                                     shards_per_split=shards or {"train": 2, "test": 1},
                                     feature_time=feature_time, windows=windows, history=history)
+    return with_vocabularies(opts, events, catalog)
+
+
+def with_vocabularies(opts, events, catalog):
+    return replace(opts, vocabularies=vocab.lookups(training_rows.vocabularies_of(events, catalog, opts)))
 
 
 def by_key(table):
@@ -58,11 +64,12 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2, heavy_lim
 
     user_of = batch_of(events.column("user_id"), user_batches)
     user_parts = [events.filter(pa.array(user_of == b)) for b in range(user_batches)]
-    rows = [training_rows.user_rows(part, opts) for part in user_parts]
-    combined = vocab.combine_vocab_partials(
-        vocab.vocab_partials_for_partition(part, attributes=vocab.item_attributes(catalog), **opts.split_kwargs)
-        for part in user_parts)
+    combined = vocab.with_attribute_counts(vocab.combine_vocab_partials(
+        vocab.vocab_partials_for_partition(part, **opts.split_kwargs) for part in user_parts),
+        vocab.item_attributes(catalog))
     vocabs = {column: vocab.make_vocabulary(vocab.column_counts(combined, column)) for column in vocab.VOCABULARY_COLUMNS}
+    opts = replace(opts, vocabularies=vocab.lookups(vocabs))
+    rows = [training_rows.user_rows(part, opts) for part in user_parts]
     item_rows = []
     if opts.feature_time == "event":
         first_seen = np.sort(np.concatenate([timestamp_micros(asof.user_first_seen(p).rename_columns(
@@ -82,15 +89,17 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2, heavy_lim
             mine = [p.filter(pa.array(batch_of(routing(p), item_batches) == b)) for p in pieces]
             batch = pa.concat_tables(mine)
             item_rows.append(training_rows.item_rows(batch, windows=opts.windows, catalog=catalog,
-                                                     user_first_seen=first_seen, carry=carry))
+                                                     user_first_seen=first_seen, vocabularies=opts.vocabularies,
+                                                     carry=carry))
         item_side = None
     else:
         partials = [training_rows.item_partials_for_partition(p, windows=opts.windows, **opts.split_kwargs)
                     for p in user_parts]
         train_users = sum(training_rows.user_features_at_cutoff(p, windows=(), history=0, **opts.split_kwargs).num_rows
                           for p in user_parts)
-        item_side = training_rows.item_side_at_cutoff(features.sum_item_partials(pa.concat_tables(partials)),
-                                                      train_users, catalog, opts.windows)
+        item_side = training_rows.indexed_item_side(training_rows.item_side_at_cutoff(
+            features.sum_item_partials(pa.concat_tables(partials)), train_users, catalog, opts.windows),
+            opts.vocabularies)
     def groups(tables):
         return {(split, shard): part for table in tables for split, shard, part in examples.shard_groups(table)}
 
@@ -105,7 +114,7 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2, heavy_lim
             if item_side is None:
                 theirs = [g[(split_name, shard)] for g in item_groups if (split_name, shard) in g]
                 items = pa.concat_tables(theirs) if theirs else opts.item_rows_schema.empty_table()
-            out.extend(training_rows.finish_shard_chunks(user_part, items, opts, vocabs, chunk_rows=5))
+            out.extend(training_rows.finish_shard_chunks(user_part, items, opts, chunk_rows=5))
     return pa.concat_tables(out)
 
 
@@ -259,10 +268,12 @@ def test_a_planted_event_at_or_after_a_rows_time_changes_nothing_in_that_row():
 def test_item_rows_of_a_batch_without_queries_or_without_events():
     opts = options()
     only_events = training_rows.item_events(EVENTS)
-    empty = training_rows.item_rows(only_events, windows=(7, 30), catalog=None, user_first_seen=np.array([0]))
+    empty = training_rows.item_rows(only_events, windows=(7, 30), catalog=None, user_first_seen=np.array([0]),
+                                    vocabularies=opts.vocabularies)
     assert empty.num_rows == 0 and empty.schema == opts.item_rows_schema
     queries = training_rows.item_queries(EVENTS, opts)
-    cold = training_rows.item_rows(queries, windows=(7, 30), catalog=CATALOG, user_first_seen=np.array([0]))
+    cold = training_rows.item_rows(queries, windows=(7, 30), catalog=CATALOG, user_first_seen=np.array([0]),
+                                   vocabularies=opts.vocabularies)
     assert cold.num_rows == queries.num_rows
     assert set(cold["item_total_interactions"].to_pylist()) == {0}
     assert cold["item_category"].null_count < cold.num_rows
@@ -275,14 +286,14 @@ def test_shard_chunks_join_slices_to_the_whole_shard():
     first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
     items = training_rows.item_rows(pa.concat_tables([training_rows.item_events(EVENTS),
                                                       training_rows.item_queries(EVENTS, opts)]),
-                                    windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen)
-    vocabs = training_rows.vocabularies_of(EVENTS, CATALOG, opts)
-    whole = pa.concat_tables(training_rows.finish_shard_chunks(part, items, opts, vocabs))
-    chunks = list(training_rows.finish_shard_chunks(part, items, opts, vocabs, chunk_rows=7))
+                                    windows=opts.windows, catalog=CATALOG, user_first_seen=first_seen,
+                                    vocabularies=opts.vocabularies)
+    whole = pa.concat_tables(training_rows.finish_shard_chunks(part, items, opts))
+    chunks = list(training_rows.finish_shard_chunks(part, items, opts, chunk_rows=7))
     assert [c.num_rows for c in chunks][:-1] == [7] * (len(chunks) - 1)
     assert pa.concat_tables(chunks).equals(whole) and whole.num_rows == part.num_rows
     assert whole["item_total_interactions"].null_count == 0
-    empty = list(training_rows.finish_shard_chunks(part.slice(0, 0), items, opts, vocabs))
+    empty = list(training_rows.finish_shard_chunks(part.slice(0, 0), items, opts))
     assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == opts.schema
 
 

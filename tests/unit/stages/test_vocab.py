@@ -71,6 +71,12 @@ def test_partials_of_any_partition_sum_to_the_one_batch_counts():
     for batches in (user_batches, slices):
         combined = vocab.combine_vocab_partials([vocab.vocab_partials(b, attributes) for b in batches])
         assert combined.equals(whole)
+        # as the build counts: ids per batch, the attributes from the combined item counts
+        ids = vocab.combine_vocab_partials([vocab.vocab_partials(b, vocab.item_attributes(None),
+                                                                 columns=vocab.EVENT_COLUMNS) for b in batches])
+        assert set(ids.column("column").to_pylist()) == set(vocab.EVENT_COLUMNS)
+        assert vocab.with_attribute_counts(ids, attributes).equals(whole)
+        assert vocab.with_attribute_counts(whole, attributes).equals(whole)  # attribute rows are replaced
     expected = plain_counts(events, catalog)
     for column in vocab.VOCABULARY_COLUMNS:
         assert as_counts(whole, column) == expected[column], column
@@ -144,6 +150,20 @@ def test_lookup_maps_null_to_padding_and_unseen_values_to_oov():
     assert looked_up.to_pylist() == [3, 0, 1, 5, 2]
     assert vocab.lookup_indices(pa.array([], pa.string()), vocabulary).to_pylist() == []
     assert vocab.lookup_indices(pa.array(["a", None]), vocab.VOCABULARY.empty_table()).to_pylist() == [1, 0]
+
+
+def test_a_vocabulary_lookup_gives_the_indices_of_a_table_lookup():
+    rng = np.random.default_rng(1)
+    vocabulary = vocab.make_vocabulary(pa.table({"value": [f"v{i}" for i in range(300)],
+                                                 "count": pa.array(rng.integers(1, 9, 300), pa.int64())}), 3)
+    lookup = vocab.VocabularyLookup.of(vocabulary)
+    values = pa.chunked_array([pa.array([f"v{i}" for i in rng.integers(0, 400, 2_000)]),
+                               pa.array([None, "v1", None], pa.string())])
+    assert vocab.lookup_indices(values, lookup).equals(vocab.lookup_indices(values, vocabulary))
+    lists = pa.array([["v1", None, "new"], None, []], pa.list_(pa.string()))
+    assert vocab.lookup_list_indices(lists, lookup).equals(vocab.lookup_list_indices(lists, vocabulary))
+    empty = vocab.lookups({"item_id": vocab.VOCABULARY.empty_table()})["item_id"]
+    assert vocab.lookup_indices(pa.array(["a", None]), empty).to_pylist() == [1, 0]
 
 
 def test_list_lookup_keeps_offsets_nulls_and_slices():
