@@ -338,7 +338,8 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     time and leave them for the same shards; then write each shard once from its files.
     Nothing but small file lists passes through the object store; a producer's rows of
     consecutive shards share a file (`exchange.shards_per_file` of the expected
-    `rows_per_shard`). Returns the manifest's
+    `rows_per_shard`); the item partitions read their catalog rows from there too
+    (`exchange.write_catalog_parts`). Returns the manifest's
     shard list, label counts and the train split's column statistics
     (`column_stats.combine_partials`, merged in shard order)."""
     event_time = rows.feature_time == "event"
@@ -356,16 +357,19 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
                                                              fn_kwargs={"heavy": rows.heavy_items}))
             carry = heavy.carry_table(summaries, rows.heavy_items)
         is_input = pc.equal(parts.column("kind"), exchange.ITEM_INPUTS)
-        item_plan = exchange.shard_plan(parts.filter(is_input))
-        parts = parts.filter(pc.invert(is_input))
+        inputs, parts = parts.filter(is_input), parts.filter(pc.invert(is_input))
+        catalog_parts = exchange.write_catalog_parts(catalog, parallelism, rows.heavy_items, writer.out,
+                                                     writer.options)
+        catalog_parts = catalog_parts.filter(pc.is_in(catalog_parts.column("shard"), value_set=inputs.column("shard")))
+        item_plan = exchange.shard_plan(pa.concat_tables([inputs, catalog_parts]))
         if item_plan:
             item_parts = ray.data.from_items(item_plan, override_num_blocks=len(item_plan)).map_batches(
                 exchange.item_partition_parts, batch_size=1, batch_format="pyarrow",
-                fn_kwargs={"windows": rows.windows, "catalog": catalog, "carry": carry,
-                           "vocabularies": rows.vocabularies,
+                fn_kwargs={"windows": rows.windows, "carry": carry, "vocabularies": rows.vocabularies,
                            "user_first_seen": user_first_seen(events), **exchange_kwargs})
             parts = pa.concat_tables([parts, collect(item_parts, exchange.PARTS)])
-        storage.delete(writer.uri(f"{EXCHANGE_DIR}/{exchange.ITEM_INPUTS}"), writer.options)
+        for kind in (exchange.ITEM_INPUTS, exchange.CATALOG):
+            storage.delete(writer.uri(f"{EXCHANGE_DIR}/{kind}"), writer.options)
     plan = exchange.shard_plan(parts)
     meta = exchange.SHARD_META.empty_table()
     if plan:

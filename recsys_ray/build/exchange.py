@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from recsys_ray import hashing, schemas
 from recsys_ray.build.writer import eval_file_path, exchange_path, shard_path
 from recsys_ray.io import storage
-from recsys_ray.stages import column_stats, eval_set, training_rows, vocab
+from recsys_ray.stages import column_stats, eval_set, heavy, training_rows, vocab
 from recsys_ray.stages.examples import shard_groups
 
 # Fast to write and read back; these files live only until the shards are written.
@@ -147,14 +147,56 @@ def write_item_inputs(rows: pa.Table, partitions: int, producer: str, out: str,
     return write_pieces(pieces, kind=ITEM_INPUTS, producer=producer, out=out, options=options)
 
 
-def item_partition_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Table | None,
-                         user_first_seen: np.ndarray, vocabularies: Mapping[str, vocab.VocabularyLookup],
-                         carry: pa.Table | None, out: str, storage_options: storage.StorageOptions,
-                         shards_per_file: int = 0) -> pa.Table:
+# The catalog rows of each item partition (`write_catalog_parts`): the columns the item side reads.
+CATALOG = "catalog"
+CATALOG_COLUMNS = pa.schema([schemas.ITEMS.field(name) for name in ("item_id", "category", "brand", "price")])
+
+
+def write_catalog_parts(catalog: pa.Table | None, partitions: int, heavy_items: heavy.HeavyItems, out: str,
+                        options: storage.StorageOptions) -> pa.Table:
+    """Write the catalog as one file whose row groups are the catalog rows of each item
+    partition (`item_partition_of`; a heavy item's row in the partition of each of its
+    slices, once per partition), so that an item partition reads only its own items'
+    attributes instead of every task holding the whole catalog. Returns their `PARTS`
+    rows (split "items", the partition as shard)."""
+    if catalog is None or catalog.num_rows == 0 or partitions == 0:
+        return PARTS.empty_table()
+    catalog = training_rows.padded(catalog, CATALOG_COLUMNS)
+    slices = pa.array(np.zeros(catalog.num_rows, np.int32))
+    which = item_partition_of(catalog.column("item_id"), slices, partitions)
+    rows = np.arange(catalog.num_rows)
+    if heavy_items:
+        position = pc.index_in(catalog.column("item_id"), value_set=pa.array(heavy_items.item_ids, pa.string()))
+        extra_rows, extra_parts = [], []
+        for row in np.flatnonzero(pc.is_valid(position).to_numpy(zero_copy_only=False)):
+            item = catalog.column("item_id")[int(row)]
+            count = len(heavy_items.starts[position[int(row)].as_py()]) + 1
+            homes = item_partition_of(pa.array([item.as_py()] * count, pa.string()),
+                                      pa.array(np.arange(count, dtype=np.int32)), partitions)
+            homes = np.setdiff1d(np.unique(homes), [which[row]])
+            extra_rows.append(np.full(len(homes), row))
+            extra_parts.append(homes.astype(np.int32))
+        if extra_rows:
+            rows = np.concatenate([rows, *extra_rows])
+            which = np.concatenate([which, *extra_parts])
+    order = np.argsort(which, kind="stable")
+    ordered, which = catalog.take(pa.array(rows[order])), which[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(which)) + 1])
+    ends = np.concatenate([starts[1:], [len(which)]])
+    pieces = (("items", int(which[start]), ordered.slice(start, end - start))
+              for start, end in zip(starts.tolist(), ends.tolist()))
+    return write_pieces(pieces, kind=CATALOG, producer=CATALOG, out=out, options=options)
+
+
+def item_partition_parts(batch: pa.Table, *, windows: tuple[int, ...], user_first_seen: np.ndarray,
+                         vocabularies: Mapping[str, vocab.VocabularyLookup], carry: pa.Table | None, out: str,
+                         storage_options: storage.StorageOptions, shards_per_file: int = 0) -> pa.Table:
     """`item_row_parts` of one item partition (a one-row `batch` of `shard_plan` over the
-    `ITEM_INPUTS` files): its events and queries read from the exchange."""
+    `ITEM_INPUTS` and `CATALOG` files): its events, queries and catalog rows read from the
+    exchange (no catalog rows: attributes null, as for items outside the catalog)."""
     entry = batch.to_pylist()[0]
     inputs = read_parts(entry[ITEM_INPUTS], training_rows.ITEM_SHUFFLE, out, storage_options)
+    catalog = read_parts(entry[CATALOG], CATALOG_COLUMNS, out, storage_options) if entry[CATALOG] else None
     return item_row_parts(inputs, windows=windows, catalog=catalog, user_first_seen=user_first_seen,
                           vocabularies=vocabularies, carry=carry, out=out, storage_options=storage_options,
                           shards_per_file=shards_per_file)
@@ -176,13 +218,13 @@ def item_row_parts(batch: pa.Table, *, windows: tuple[int, ...], catalog: pa.Tab
         shards_per_file=shards_per_file)
 
 
-FILE_KINDS = ("users", "items", "eval", ITEM_INPUTS)
+FILE_KINDS = ("users", "items", "eval", ITEM_INPUTS, CATALOG)
 
 
 def shard_plan(parts: pa.Table) -> list[dict]:
     """One entry per shard with rows: split, shard and, for each kind (`FILE_KINDS`), its
     pieces (path, row_group, row_groups; sorted by path), sorted by (split, shard). An item
-    partition's `ITEM_INPUTS` pieces make an entry of split "items" likewise."""
+    partition's `ITEM_INPUTS` and `CATALOG` pieces make an entry of split "items" likewise."""
     plan: dict[tuple[str, int], dict] = {}
     for row in parts.to_pylist():
         entry = plan.setdefault((row["split"], row["shard"]), {"split": row["split"], "shard": row["shard"],

@@ -34,8 +34,8 @@ def shard_path(split: str, shard: int) -> str:
 
 
 def exchange_path(kind: str, split: str, index: int, producer: str) -> str:
-    """Where one producer task leaves its `kind` rows ("users", "items", "eval" or
-    "item_inputs") of one run of consecutive shards of a split, the `index`-th
+    """Where one producer task leaves its `kind` rows ("users", "items", "eval",
+    "item_inputs" or "catalog") of one run of consecutive shards of a split, the `index`-th
     (`exchange.write_pieces`)."""
     return f"{EXCHANGE_DIR}/{kind}/{split}-{index:05d}/{producer}.parquet"
 

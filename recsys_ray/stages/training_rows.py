@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ray import schemas
+from recsys_ray.hashing import ValuePositions
 from recsys_ray.stages import asof, features, heavy, vocab
 from recsys_ray.stages.examples import Candidates, assign_shards, label_examples, order_shard, shard_groups
 from recsys_ray.stages.split import timestamp_micros, train_events
@@ -325,10 +326,21 @@ def item_feature_table(item_side: pa.Table) -> pa.Table:
         list(schemas.CATALOG_ATTRIBUTES.names))
 
 
-def item_positions(rows: pa.Table, item_side: pa.Table, by_time: bool) -> pa.Array:
-    """Row of `item_side` for each row: by (item_id, timestamp) when `by_time`, else by item_id."""
-    if not by_time:
-        return features.feature_positions(rows.column("item_id"), item_side, "item_id")
+@dataclass(frozen=True)
+class ItemsAtCutoff:
+    """The frozen item columns of a cutoff-mode build (`indexed_item_side`): one row per known
+    item, and where each item_id is (`hashing.ValuePositions`, built once for every shard)."""
+
+    table: pa.Table
+    positions: ValuePositions
+
+
+def item_positions(rows: pa.Table, item_side: pa.Table | ItemsAtCutoff) -> pa.Array:
+    """Row of `item_side` for each row: by item_id in the items at the cutoff, else by
+    (item_id, timestamp) in a shard's item rows."""
+    if isinstance(item_side, ItemsAtCutoff):
+        at = item_side.positions.positions(rows.column("item_id"))
+        return pa.array(at, mask=at < 0)
     left = pa.table({"item_id": rows.column("item_id"), "timestamp": rows.column("timestamp"),
                      "_row": pa.array(np.arange(rows.num_rows, dtype=np.int64))})
     right = pa.table({"item_id": item_side.column("item_id"), "timestamp": item_side.column("timestamp"),
@@ -351,7 +363,7 @@ def with_indices(rows: pa.Table, vocabularies: Mapping[str, pa.Table | vocab.Voc
     return rows
 
 
-def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions,
+def finish_shard_chunks(rows: pa.Table, item_side: pa.Table | ItemsAtCutoff, options: RowOptions,
                         chunk_rows: int = SHARD_CHUNK_ROWS) -> Iterator[pa.Table]:
     """One shard's user rows (`RowOptions.user_rows_schema`) in their final order, with the
     item columns and their indices joined (`item_rows`, or in cutoff mode
@@ -366,7 +378,9 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
     ordered = order_shard(rows)
     if options.feature_time == "event":
         item_side = combine_item_parts(item_side, options.windows)
-    positions = item_positions(ordered, item_side, by_time=options.feature_time == "event")
+    positions = item_positions(ordered, item_side)
+    if isinstance(item_side, ItemsAtCutoff):
+        item_side = item_side.table
     items = item_side.select([*schemas.item_row_features(options.windows).names, *ITEM_SIDE_INDICES])
     for start in range(0, max(ordered.num_rows, 1), chunk_rows):
         length = min(chunk_rows, ordered.num_rows - start)
@@ -377,10 +391,12 @@ def finish_shard_chunks(rows: pa.Table, item_side: pa.Table, options: RowOptions
         yield chunk.select(schema.names).cast(schema)
 
 
-def indexed_item_side(item_side: pa.Table, vocabularies: Mapping[str, pa.Table | vocab.VocabularyLookup]) -> pa.Table:
-    """`item_side_at_cutoff` with its attributes' indices (`ITEM_SIDE_INDICES`): the frozen item
-    columns of a cutoff-mode build, indexed once for every shard."""
-    return with_indices(item_side, vocabularies, ITEM_SIDE_INDICES)
+def indexed_item_side(item_side: pa.Table,
+                      vocabularies: Mapping[str, pa.Table | vocab.VocabularyLookup]) -> ItemsAtCutoff:
+    """`item_side_at_cutoff` with its attributes' indices (`ITEM_SIDE_INDICES`) and positions:
+    the frozen item columns of a cutoff-mode build, made once for every shard."""
+    return ItemsAtCutoff(with_indices(item_side, vocabularies, ITEM_SIDE_INDICES),
+                         ValuePositions.of(item_side.column("item_id")))
 
 
 def vocabularies_of(events: pa.Table, catalog: pa.Table | None, options: RowOptions,

@@ -15,7 +15,8 @@ import pytest
 from recsys_ray.build import exchange
 from recsys_ray.build.writer import EXCHANGE_DIR
 from recsys_ray.io import storage
-from recsys_ray.stages import asof, eval_set, features, training_rows
+from recsys_ray import schemas
+from recsys_ray.stages import asof, eval_set, features, heavy, training_rows
 from recsys_ray.stages.split import timestamp_micros
 from tests.unit.stages.test_eval_set import cutoff_us as eval_cutoff_us
 from tests.unit.stages.test_eval_set import events as eval_events
@@ -86,8 +87,10 @@ def test_shard_files_are_deleted_once_every_shard_reading_them_is_written(tmp_pa
     for name in ("a", "b", "c"):
         (tmp_path / name).write_bytes(b"x")
     piece = lambda path: {"path": path, "row_group": 0, "row_groups": 1}  # noqa: E731
-    plan = [{"split": "train", "shard": 0, "users": [piece("a")], "items": [piece("b")], "eval": [], "item_inputs": []},
-            {"split": "train", "shard": 1, "users": [piece("a")], "items": [piece("c")], "eval": [], "item_inputs": []}]
+    plan = [{"split": "train", "shard": 0, "users": [piece("a")], "items": [piece("b")], "eval": [], "item_inputs": [],
+             "catalog": []},
+            {"split": "train", "shard": 1, "users": [piece("a")], "items": [piece("c")], "eval": [], "item_inputs": [],
+             "catalog": []}]
     files = exchange.ShardFiles(plan)
     assert files.remaining == 3
     done = lambda shard: pa.table({"split": ["train"], "shard": pa.array([shard], pa.int32())})  # noqa: E731
@@ -121,6 +124,28 @@ def test_producer_names_come_from_the_smallest_key_of_every_column():
     assert exchange.producer_name(keys) != exchange.producer_name(other_slice)
 
 
+def test_each_item_partition_reads_the_catalog_rows_of_its_items(tmp_path):
+    catalog = pa.table({"item_id": [f"i{n:02d}" for n in range(40)], "title": ["t"] * 40,
+                        "category": [f"c{n % 3}" for n in range(40)]}).cast(
+        pa.schema([schemas.ITEMS.field(n) for n in ("item_id", "title", "category")]))
+    catalog = training_rows.padded(catalog, schemas.ITEMS)
+    slices = ((0, 100, 200, 300),)  # i07 is heavy: four slices after its first
+    heavy_items = heavy.HeavyItems(item_ids=("i07",), starts=slices)
+    parts = exchange.write_catalog_parts(catalog, 3, heavy_items, str(tmp_path), LOCAL)
+    assert set(parts["split"].to_pylist()) == {"items"} and len(set(parts["path"].to_pylist())) == 1
+    ids = catalog["item_id"]
+    home = exchange.item_partition_of(ids, pa.array(np.zeros(len(ids), np.int32)), 3)
+    heavy_homes = set(exchange.item_partition_of(pa.array(["i07"] * 5), pa.array(np.arange(5, dtype=np.int32)),
+                                                 3).tolist())
+    for part in parts.to_pylist():
+        rows = exchange.read_parts([part], exchange.CATALOG_COLUMNS, str(tmp_path), LOCAL)
+        expected = {i for i, p in zip(ids.to_pylist(), home.tolist()) if p == part["shard"]}
+        if part["shard"] in heavy_homes:
+            expected.add("i07")
+        assert sorted(rows["item_id"].to_pylist()) == sorted(expected)  # each item once
+    assert exchange.write_catalog_parts(None, 3, heavy_items, str(tmp_path), LOCAL).num_rows == 0
+
+
 def test_shard_plan_groups_files_by_shard_in_order():
     parts = pa.table({"kind": ["items", "users", "users", "users"], "split": ["train", "train", "test", "train"],
                       "shard": pa.array([1, 1, 0, 0], pa.int32()), "path": ["c", "b", "x", "a"],
@@ -128,10 +153,12 @@ def test_shard_plan_groups_files_by_shard_in_order():
                       "row_groups": pa.array([1, 1, 1, 1], pa.int32())}, schema=exchange.PARTS)
     piece = lambda path, group: {"path": path, "row_group": group, "row_groups": 1}  # noqa: E731
     assert exchange.shard_plan(parts) == [
-        {"split": "test", "shard": 0, "users": [piece("x", 2)], "items": [], "eval": [], "item_inputs": []},
-        {"split": "train", "shard": 0, "users": [piece("a", 3)], "items": [], "eval": [], "item_inputs": []},
+        {"split": "test", "shard": 0, "users": [piece("x", 2)], "items": [], "eval": [], "item_inputs": [],
+         "catalog": []},
+        {"split": "train", "shard": 0, "users": [piece("a", 3)], "items": [], "eval": [], "item_inputs": [],
+         "catalog": []},
         {"split": "train", "shard": 1, "users": [piece("b", 1)], "items": [piece("c", 0)], "eval": [],
-         "item_inputs": []},
+         "item_inputs": [], "catalog": []},
     ]
 
 
@@ -147,14 +174,16 @@ def test_shards_from_exchange_files_equal_the_one_batch_rows(tmp_path, feature_t
     if feature_time == "event":
         first_seen = np.sort(timestamp_micros(asof.user_first_seen(EVENTS).rename_columns(["user_id", "timestamp"])))
         inputs = pa.concat_tables(metas).filter(pc.equal(pa.concat_tables(metas)["kind"], exchange.ITEM_INPUTS))
-        item_plan = exchange.shard_plan(inputs)
+        catalog_parts = exchange.write_catalog_parts(CATALOG, 2, opts.heavy_items, out, LOCAL)
+        item_plan = exchange.shard_plan(pa.concat_tables([inputs, catalog_parts]))
         assert {entry["split"] for entry in item_plan} == {"items"} and len(item_plan) == 2
+        assert all(entry[exchange.CATALOG] for entry in item_plan)
         item_metas = [exchange.item_partition_parts(pa.Table.from_pylist([entry]), windows=opts.windows,
-                                                    catalog=CATALOG, user_first_seen=first_seen,
+                                                    user_first_seen=first_seen,
                                                     vocabularies=opts.vocabularies, carry=None, out=out,
                                                     storage_options=LOCAL, shards_per_file=2)
                       for entry in item_plan]
-        for path in inputs["path"].to_pylist():
+        for path in inputs["path"].to_pylist() + catalog_parts["path"].to_pylist():
             storage.delete(storage.join(out, path), LOCAL)
         metas = [m.filter(pc.invert(pc.equal(m["kind"], exchange.ITEM_INPUTS))) for m in metas] + item_metas
     else:  # the frozen table of item features as of the cutoff
