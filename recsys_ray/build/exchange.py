@@ -47,8 +47,11 @@ EXCHANGE_FILE_ROWS = 250_000
 def producer_name(keys: pa.Table) -> str:
     """A name for the task whose rows have these keys (one or more columns): a hash of the
     smallest key, which no other task's rows have."""
-    first = keys.take(pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in keys.column_names])[:1])
-    text = "\x1f".join(str(first.column(n)[0].as_py()) for n in keys.column_names)
+    if keys.num_columns == 1:
+        text = str(pc.min(keys.column(0)).as_py())
+    else:
+        first = keys.take(pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in keys.column_names])[:1])
+        text = "\x1f".join(str(first.column(n)[0].as_py()) for n in keys.column_names)
     return f"{int(hashing.hash_strings(pa.array([text], pa.string()))[0]):016x}"
 
 
@@ -81,7 +84,7 @@ def write_pieces(pieces, *, kind: str, producer: str, out: str, options: storage
                 meta[name].append(value)
             tables.extend(chunks)
         storage.write_tables(storage.join(out, relative), tables, tables[0].schema, options,
-                             compression=EXCHANGE_COMPRESSION)
+                             compression=EXCHANGE_COMPRESSION, transient=True)
     return pa.table(meta, schema=PARTS)
 
 

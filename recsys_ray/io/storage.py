@@ -154,14 +154,14 @@ def write_table(uri: str, table: pa.Table, options: StorageOptions | None = None
 
 
 def write_tables(uri: str, tables: Iterable[pa.Table], schema: pa.Schema, options: StorageOptions | None = None,
-                 compression: str = "zstd") -> int:
+                 compression: str = "zstd", transient: bool = False) -> int:
     """Write consecutive `tables` as one Parquet object at `uri`, atomically; returns bytes written.
 
     Each table is encoded and sent as it arrives, so memory holds one table
-    (and the stream's buffer), not the whole object.
+    (and the stream's buffer), not the whole object. `transient`: see `formats.write_parquet`.
     """
     with atomic_output(uri, options) as out:
-        formats.write_parquet(out, tables, schema, compression=compression)
+        formats.write_parquet(out, tables, schema, compression=compression, transient=transient)
         return out.tell()
 
 

@@ -259,11 +259,25 @@ def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -
         "_order", pa.array(h.view(np.int64)))
 
 
+def by_shard(rows: pa.Table) -> pa.Table:
+    """`rows` (which carry `split` and `_shard`) sorted by (split, shard), the order within a
+    shard kept; returned as they are when already in that order, so that rows sorted while
+    narrow are not copied again once wide."""
+    if rows.num_rows < 2:
+        return rows
+    order = pc.sort_indices(rows, sort_keys=[("split", "ascending"), ("_shard", "ascending")])
+    positions = order.to_numpy()
+    if (positions[1:] > positions[:-1]).all():
+        return rows
+    return rows.take(order)
+
+
 def shard_groups(rows: pa.Table):
-    """(split, shard, rows) for every shard present in `rows` (which carry `_shard`): one sort, then slices."""
+    """(split, shard, rows) for every shard present in `rows` (which carry `_shard`): one sort
+    (`by_shard`), then slices."""
     if rows.num_rows == 0:
         return
-    ordered = rows.take(pc.sort_indices(rows, sort_keys=[("split", "ascending"), ("_shard", "ascending")]))
+    ordered = by_shard(rows)
     keys = ordered.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate(
         [("_shard", "count")]).sort_by([("split", "ascending"), ("_shard", "ascending")])
     start = 0

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from recsys_ray import schemas
 from recsys_ray.hashing import ValuePositions
 from recsys_ray.stages import asof, features, heavy, vocab
-from recsys_ray.stages.examples import Candidates, assign_shards, label_examples, order_shard, shard_groups
+from recsys_ray.stages.examples import Candidates, assign_shards, by_shard, label_examples, order_shard, shard_groups
 from recsys_ray.stages.split import timestamp_micros, train_events
 
 EVENT_COLUMNS = ("user_id", "item_id", "interaction_type", "timestamp", "rating")
@@ -110,10 +110,11 @@ def padded(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def labelled_rows(events: pa.Table, options: RowOptions) -> pa.Table:
     """The labelled rows (positives and their negatives) of a batch holding whole users, with
-    their shard keys: what `user_rows` and `item_queries` start from, made once per batch."""
+    their shard keys, sorted by shard (`by_shard`) while still narrow: what `user_rows` and
+    `item_queries` start from, made once per batch."""
     rows = label_examples(events, candidates=options.candidates, negatives=options.negatives, seed=options.seed,
                           **options.split_kwargs)
-    return assign_shards(rows, options.shards_per_split, options.seed)
+    return by_shard(assign_shards(rows, options.shards_per_split, options.seed))
 
 
 def user_features_at_cutoff(events: pa.Table, *, cutoff_us: int, strategy: str, positive_types: tuple[str, ...],

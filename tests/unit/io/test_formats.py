@@ -89,10 +89,20 @@ def test_parquet_of_consecutive_tables_keeps_order_and_row_groups():
     assert formats.decode(empty, "parquet").schema == schema
 
 
-def _written(tables, schema) -> bytes:
+def _written(tables, schema, **kwargs) -> bytes:
     sink = pa.BufferOutputStream()
-    formats.write_parquet(sink, tables, schema)
+    formats.write_parquet(sink, tables, schema, **kwargs)
     return sink.getvalue().to_pybytes()
+
+
+def test_a_transient_parquet_file_has_no_dictionaries_or_statistics_and_reads_back_the_same():
+    table = pa.table({"user_id": ["u1", "u2", "u1"] * 50, "history": [["a", "b"], [], None] * 50})
+    transient = _written([table], table.schema, compression="lz4", transient=True)
+    assert formats.decode(transient, "parquet").equals(table)
+    column = pq.ParquetFile(pa.BufferReader(transient)).metadata.row_group(0).column(0)
+    assert not column.has_dictionary_page and column.statistics is None
+    kept = pq.ParquetFile(pa.BufferReader(_written([table], table.schema))).metadata.row_group(0).column(0)
+    assert kept.has_dictionary_page and kept.statistics is not None
 
 
 def test_input_errors_survive_pickling():

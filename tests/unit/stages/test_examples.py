@@ -397,3 +397,13 @@ def test_shard_groups_cover_every_row_once_by_split_and_shard():
               examples.shard_groups(rows)]
     assert groups == [("test", 0, [1.0, 0.0]), ("train", 0, [1.0]), ("train", 1, [0.0, 1.0])]
     assert list(examples.shard_groups(rows.slice(0, 0))) == []
+
+
+def test_rows_already_by_shard_are_not_copied_again():
+    rows = pa.table({"split": ["test", "train", "train", "test", "train"], "_shard": [0, 1, 0, 0, 1],
+                     "label": [1.0, 0.0, 1.0, 0.0, 1.0]})
+    ordered = examples.by_shard(rows)
+    assert ordered["label"].to_pylist() == [1.0, 0.0, 1.0, 0.0, 1.0]  # order within a shard kept
+    assert list(zip(ordered["split"].to_pylist(), ordered["_shard"].to_pylist())) == [
+        ("test", 0), ("test", 0), ("train", 0), ("train", 1), ("train", 1)]
+    assert examples.by_shard(ordered) is ordered
