@@ -433,10 +433,10 @@ def write_parquet(sink: pa.NativeFile, tables: Iterable[pa.Table], schema: pa.Sc
     """Encode consecutive `tables` (each of `schema`, each one or more row groups) into `sink`
     as one Parquet file, as they arrive, so only one table is held at a time.
 
-    A `transient` file (read once, then deleted) is written without dictionary encoding or
-    column statistics: on a user partition's rows with their history lists that writes in
-    about 60 % of the time, for files about 18 % larger."""
-    extra = {"use_dictionary": False, "write_statistics": False} if transient else {}
+    A `transient` file (read once, then deleted) is written without column statistics: on
+    a user partition's rows with their history lists that writes in about 63 % of the time
+    (4.8 s against 7.7 s for 1.8M rows), the file the same size."""
+    extra = {"write_statistics": False} if transient else {}
     with pq.ParquetWriter(sink, schema, compression=compression, **extra) as writer:
         for table in tables:
             writer.write_table(table)
