@@ -24,7 +24,9 @@ also the peak size of the Ray spill directory (set per run through
 RAY_object_spilling_directory) and the object store's own total of spilled
 bytes, and the peak rise of the disk in use on the work directory's file system
 (inputs excluded: they exist before the start) with, every 5 s, the size of the
-build's output directory (its shards and exchange files). Prints each run, then per size and mode each side's best wall time of
+build's output directory (its shards and exchange files). Before and after each run it times a
+fixed single-threaded workload (`machine_check_s`), so that a change in the machine's own speed
+shows. Prints each run, then per size and mode each side's best wall time of
 the repeats, the ratio ray/polars and the highest memory and spill figures.
 
     ./run bench pipeline --sizes 1000000 10000000 --mode both --repeats 2
@@ -576,6 +578,26 @@ def directory_bytes(path: str) -> int:
     return total
 
 
+def machine_check_s() -> float:
+    """Seconds for a fixed single-threaded workload (sort 4M floats, look up 1M strings in
+    500K), best of three: how fast the machine is just then, so that runs minutes apart can be
+    compared (on the 2-CPU machine of docs/benchmarks.md the same build's time varied by up
+    to 1.8x within one run). Measured between runs, never during one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(20261203)
+    values = rng.random(4_000_000)
+    strings = pa.array([f"u{i}" for i in rng.integers(0, 10**9, 1_000_000)])
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        np.sort(values)
+        pc.index_in(strings, value_set=strings.slice(0, 500_000))
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
 def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str | None) -> dict:
     """Run one build in a fresh process, sampling the machine's memory in use (and the spill
     directory's size) every 0.2 s; peaks are reported above the value before the start."""
@@ -583,6 +605,7 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
     if spill_dir:
         os.makedirs(spill_dir, exist_ok=True)
         env["RAY_object_spilling_directory"] = spill_dir
+    check_before = machine_check_s()
     before = settled_memory_in_use()
     disk_before = shutil.disk_usage(os.path.dirname(out)).used
     peak = {"memory": before, "spill": 0, "disk": disk_before, "output": 0}
@@ -614,6 +637,7 @@ def child(kind: str, mode: str, inter: str, items: str, out: str, spill_dir: str
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(process_s=round(process_s, 2), memory_before_mb=round(before / 2**20), peak_memory_mb=round((peak["memory"] - before) / 2**20))
     result.update(disk_peak_bytes=peak["disk"] - disk_before, output_dir_peak_bytes=peak["output"])
+    result.update(machine_check_s=[check_before, machine_check_s()])
     if spill_dir:
         result["spill_dir_peak_bytes"] = peak["spill"]
     return result
@@ -640,6 +664,8 @@ def describe(kind: str, r: dict) -> str:
                  f"{_bytes(r.get('store_spilled_bytes'))} / restored {_bytes(r.get('store_restored_bytes'))}")
     line += (f"  disk in use peak +{_bytes(r.get('disk_peak_bytes'))} (output dir peak "
              f"{_bytes(r.get('output_dir_peak_bytes'))})")
+    if r.get("machine_check_s"):
+        line += f"  machine check {r['machine_check_s'][0]} s before / {r['machine_check_s'][1]} s after"
     return line + f"\n        stages: {r['stages_s']}"
 
 
