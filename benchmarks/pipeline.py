@@ -12,6 +12,11 @@ about 11 GB at 10M, so it cannot hold 100M in 24 GB):
   * cutoff mode (`--feature-time cutoff --windows '' --history 0`): user and item
     features over the training window, joined onto every row.
 
+The Polars jobs do what the build does, the vocabularies, the index columns, the
+evaluation set and the train split's column statistics included (`polars_job_extras`);
+with `--polars-core` a third run per repeat does the job without those four (what the
+baseline did before 2026-12-03), so that figures from both can be compared.
+
 Every run is a fresh process; its wall time runs from the child's start (its
 imports included) to the last file written, and the parent also reports the
 process's whole lifetime. The Ray run starts a local Ray instance
@@ -291,17 +296,40 @@ def polars_labelled_rows(events, catalog, b) -> tuple:
 
     positives = (events.filter(pl.col("interaction_type").is_in(list(b.positive_types)))
                  .group_by(["user_id", "item_id", "split"]).agg(pl.col("ts").max()))
+    item_ids, user_codes, seen = candidate_codes(events, catalog)
+    pos_ucode = positives.join(user_codes, on="user_id", how="left", maintain_order="left")["_ucode"].to_numpy()
+    picked = draw_unseen(pos_ucode, b.negatives, seen, len(item_ids), np.random.default_rng(b.seed))
+    negatives = positives.select(pl.col("user_id", "split", "ts").gather(picked["pid"])).with_columns(
+        item_id=item_ids.gather(picked["icode"]), label=pl.lit(0.0, dtype=pl.Float32))
+    rows = pl.concat([positives.with_columns(label=pl.lit(1.0, dtype=pl.Float32)),
+                      negatives.select(positives.columns + ["label"])])
+    return rows, positives.height * b.negatives - negatives.height
+
+
+def candidate_codes(events, catalog) -> tuple:
+    """The candidate items (the catalog's, else the events'; sorted), a code per user and the
+    keys ucode * items + icode of every (user, item) with an event (any split)."""
+    import polars as pl
+
     universe = catalog["item_id"] if catalog is not None and catalog.height else events["item_id"].unique()
     item_ids = universe.unique().sort()
-    n_items, k = len(item_ids), b.negatives
-    codes = pl.DataFrame({"item_id": item_ids, "_icode": np.arange(n_items, dtype=np.int64)})
+    codes = pl.DataFrame({"item_id": item_ids, "_icode": np.arange(len(item_ids), dtype=np.int64)})
     user_codes = events.select(pl.col("user_id").unique()).with_row_index("_ucode")
     seen = (events.select("user_id", "item_id").unique().join(user_codes, on="user_id").join(codes, on="item_id")
-            .select(pl.col("_ucode").cast(pl.Int64) * n_items + pl.col("_icode")).to_series())
-    pos_ucode = positives.join(user_codes, on="user_id", how="left", maintain_order="left")["_ucode"].to_numpy()
-    rng, draws, chosen = np.random.default_rng(b.seed), 2 * k + 4, []
-    for start in range(0, positives.height if k else 0, 1_000_000):
-        ucode = pos_ucode[start:start + 1_000_000].astype(np.int64)
+            .select(pl.col("_ucode").cast(pl.Int64) * len(item_ids) + pl.col("_icode")).to_series())
+    return item_ids, user_codes, seen
+
+
+def draw_unseen(owner_ucode: np.ndarray, k: int, seen, n_items: int, rng, chunk: int = 1_000_000):
+    """Up to k distinct items per owner (a positive, or a user) that its user never had an event
+    with: 2k + 4 uniform draws each, the first k distinct unseen ones kept (one round, so an
+    owner may get fewer). Returns (pid: the owner's position, icode) rows in owner order."""
+    import polars as pl
+
+    draws, chosen = 2 * k + 4, []
+    per_chunk = max(1, chunk // max(1, draws // 12))  # about 12M draws at a time
+    for start in range(0, len(owner_ucode) if k else 0, per_chunk):
+        ucode = owner_ucode[start:start + per_chunk].astype(np.int64)
         pid = np.repeat(np.arange(start, start + len(ucode)), draws)
         icode = rng.integers(0, n_items, len(pid))
         drawn = pl.DataFrame({"pid": pid, "icode": icode, "seen_key": np.repeat(ucode, draws) * n_items + icode})
@@ -310,28 +338,124 @@ def polars_labelled_rows(events, catalog, b) -> tuple:
         kept_pid = kept["pid"].to_numpy()
         rank = np.arange(len(kept_pid)) - np.searchsorted(kept_pid, kept_pid, side="left")
         chosen.append(kept.filter(pl.Series(rank < k)).select("pid", "icode"))
-    picked = pl.concat(chosen) if chosen else pl.DataFrame({"pid": [], "icode": []},
-                                                              schema={"pid": pl.Int64, "icode": pl.Int64})
-    negatives = positives.select(pl.col("user_id", "split", "ts").gather(picked["pid"])).with_columns(
-        item_id=item_ids.gather(picked["icode"]), label=pl.lit(0.0, dtype=pl.Float32))
-    rows = pl.concat([positives.with_columns(label=pl.lit(1.0, dtype=pl.Float32)),
-                      negatives.select(positives.columns + ["label"])])
-    return rows, positives.height * k - negatives.height
+    return pl.concat(chosen) if chosen else pl.DataFrame({"pid": [], "icode": []},
+                                                         schema={"pid": pl.Int64, "icode": pl.Int64})
 
 
-def polars_write_shards(rows, out: str, b, positives: dict[str, int], finish, windows=(), history: int = 0) -> dict:
+def polars_vocabularies(events, catalog, b, out: str) -> dict:
+    """The build's vocabularies (`recsys_ray.stages.vocab`): training-window event counts per
+    user_id and item_id, per category and brand the summed counts of the catalog items that
+    have it; values counted at least `min_frequency` times take indices 2, 3, ... by count
+    descending, then value ascending. Written as vocab/{column}.parquet (value, index, count)."""
+    import polars as pl
+
+    train = events.filter(pl.col("split") == "train")
+    counts = {"user_id": train.group_by(pl.col("user_id").alias("value")).len("count"),
+              "item_id": train.group_by(pl.col("item_id").alias("value")).len("count")}
+    attributes = counts["item_id"].join(catalog.rename({"item_id": "value"}), on="value", how="inner")
+    for column in ("item_category", "item_brand"):
+        counts[column] = (attributes.filter(pl.col(column).is_not_null())
+                          .group_by(pl.col(column).alias("value")).agg(pl.col("count").sum()))
+    os.makedirs(f"{out}/vocab", exist_ok=True)
+    vocabularies = {}
+    for column, table in counts.items():
+        table = table.filter(pl.col("count") >= b.min_frequency).sort(["count", "value"], descending=[True, False])
+        table = table.with_columns(index=pl.int_range(2, pl.len() + 2, dtype=pl.Int32)).select(
+            "value", "index", pl.col("count").cast(pl.Int64))
+        table.write_parquet(f"{out}/vocab/{column}.parquet")
+        vocabularies[column] = table
+    return vocabularies
+
+
+def with_polars_indices(wide, vocabularies: dict):
+    """The scalar index columns of `schemas.index_columns` on a shard: each column's vocabulary
+    index, 0 for null, 1 for a value outside the vocabulary (the history's are the event
+    job's own: `polars_event_build`)."""
+    import polars as pl
+
+    for name, (column, source) in {"user_idx": ("user_id", "user_id"), "item_idx": ("item_id", "item_id"),
+                                   "item_category_idx": ("item_category", "item_category"),
+                                   "item_brand_idx": ("item_brand", "item_brand")}.items():
+        lookup = vocabularies[column].select(pl.col("value").alias(source), pl.col("index").alias(name))
+        wide = wide.join(lookup, on=source, how="left", maintain_order="left").with_columns(
+            pl.when(pl.col(source).is_null()).then(pl.lit(0, pl.Int32)).otherwise(pl.col(name).fill_null(1))
+            .alias(name))
+    return wide
+
+
+def polars_eval_set(events, catalog, b, out: str, users_per_file: int = 250_000) -> int:
+    """The build's evaluation set (`recsys_ray.stages.eval_set`): per user with a relevant item,
+    the distinct items of its test-split positive events it had no train-split event with,
+    the distinct items of its train-split events, and up to `eval_negatives` items it never
+    had an event with (`draw_unseen`, one round, NumPy draws); lists sorted, rows sorted by
+    user_id, written as eval/part-NNNNN.parquet of `users_per_file` users. Returns its users."""
+    import polars as pl
+
+    pairs = events.select("user_id", "item_id", "split", "interaction_type")
+    seen = pairs.filter(pl.col("split") == "train").select("user_id", "item_id").unique()
+    relevant = (pairs.filter((pl.col("split") == "test") & pl.col("interaction_type").is_in(list(b.positive_types)))
+                .select("user_id", "item_id").unique().join(seen, on=["user_id", "item_id"], how="anti"))
+    rows = relevant.group_by("user_id").agg(pl.col("item_id").sort().alias("relevant_item_ids")).sort("user_id")
+    rows = rows.join(seen.group_by("user_id").agg(pl.col("item_id").sort().alias("seen_item_ids")), on="user_id",
+                     how="left", maintain_order="left").with_columns(
+        pl.col("seen_item_ids").fill_null(pl.lit([], pl.List(pl.String))))
+    item_ids, user_codes, seen_keys = candidate_codes(events, catalog)
+    ucode = rows.join(user_codes, on="user_id", how="left", maintain_order="left")["_ucode"].to_numpy()
+    picked = draw_unseen(ucode, b.eval_negatives, seen_keys, len(item_ids), np.random.default_rng(b.seed + 1))
+    sampled = (picked.with_columns(item_id=item_ids.gather(picked["icode"])).group_by("pid")
+               .agg(pl.col("item_id").sort().alias("sampled_candidate_ids")))
+    rows = rows.with_row_index("pid").with_columns(pl.col("pid").cast(pl.Int64)).join(
+        sampled, on="pid", how="left", maintain_order="left").drop("pid").with_columns(
+        pl.col("sampled_candidate_ids").fill_null(pl.lit([], pl.List(pl.String))))
+    os.makedirs(f"{out}/eval", exist_ok=True)
+    for index, start in enumerate(range(0, rows.height, users_per_file)):
+        rows.slice(start, users_per_file).write_parquet(f"{out}/eval/part-{index:05d}.parquet")
+    return rows.height
+
+
+def polars_column_partials(shard, columns: list[str]) -> dict:
+    """`column_stats.column_partials` of a shard, computed by Polars (float64 values)."""
+    import polars as pl
+
+    got = shard.select([
+        expr for c in columns for expr in (
+            pl.col(c).count().alias(f"{c}\x1fcount"), pl.col(c).null_count().alias(f"{c}\x1fnulls"),
+            pl.col(c).cast(pl.Float64).mean().alias(f"{c}\x1fmean"),
+            (pl.col(c).cast(pl.Float64).var(ddof=0) * pl.col(c).count()).alias(f"{c}\x1fm2"),
+            pl.col(c).cast(pl.Float64).min().alias(f"{c}\x1fmin"),
+            pl.col(c).cast(pl.Float64).max().alias(f"{c}\x1fmax"))]).row(0, named=True)
+    out: dict = {c: {} for c in columns}
+    for key, value in got.items():
+        column, stat = key.split("\x1f")
+        out[column][stat] = value
+    for stats in out.values():
+        n = stats["count"]
+        stats.update(mean=stats["mean"] if n else 0.0, m2=stats["m2"] if n else 0.0,
+                     min=stats["min"] if n else math.inf, max=stats["max"] if n else -math.inf)
+    return out
+
+
+def polars_write_shards(rows, out: str, b, positives: dict[str, int], finish, windows=(), history: int = 0,
+                        vocabularies: dict | None = None) -> tuple[dict, dict | None]:
     """Shuffle the narrow rows into shards, then per shard join the features (`finish(rows)`,
     row order kept) and write it as one Parquet file, as the build's shard writers do: shards
     per split from the positive counts (ceil(positives * (1 + K) / rows_per_shard)), a row's
     shard and its place in the shard from a hash of its identity (user, item, time, label,
-    split); columns those of the build's shards, in their order, less the vocabulary index
-    columns. Only one shard is ever wide."""
+    split); columns those of the build's shards, in their order. With `vocabularies` (the
+    whole job) each shard gets the index columns (`with_polars_indices`) and the train
+    shards' continuous columns are summarised (`polars_column_partials`, combined in shard
+    order as the build's are); without, the index columns are left out. Only one shard is
+    ever wide. Returns the shards per split and the train split's statistics (or None)."""
     import polars as pl
 
     from recsys_ray import schemas
+    from recsys_ray.build.exchange import continuous_columns
+    from recsys_ray.stages.column_stats import combine_partials
 
-    indices = set(schemas.index_columns(history).names)
-    columns = [f.name for f in schemas.training_schema(windows, history) if f.name not in indices]
+    schema = schemas.training_schema(windows, history)
+    indices = set() if vocabularies is not None else set(schemas.index_columns(history).names)
+    columns = [f.name for f in schema if f.name not in indices]
+    continuous = continuous_columns(schema)
     shards = {s: max(1, math.ceil(positives.get(s, 0) * (1 + b.negatives) / b.rows_per_shard))
               for s in ("train", "test")}
     keyed = rows.with_columns(_hash=pl.struct("user_id", "item_id", "ts", "label", "split").hash(b.seed))
@@ -340,16 +464,19 @@ def polars_write_shards(rows, out: str, b, positives: dict[str, int], finish, wi
         .otherwise(pl.lit(shards["train"], pl.UInt64)))
     ordered = keyed.sort(["split", "_shard", "_hash"])
     groups = ordered.group_by(["split", "_shard"], maintain_order=True).len()
-    start = 0
+    start, partials = 0, []
     for split_name, shard, length in groups.iter_rows():
         os.makedirs(f"{out}/{split_name}", exist_ok=True)
         wide = finish(ordered.slice(start, length).drop("_shard", "_hash")).with_columns(
             timestamp=pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC"))
-        wide.select(pl.col(c).cast(pl.Int64) if wide.schema[c] == pl.UInt32 else pl.col(c)
-                    for c in columns).write_parquet(f"{out}/{split_name}/part-{shard:05d}.parquet",
-                                                    row_group_size=256 * 1024)
+        if vocabularies is not None:
+            wide = with_polars_indices(wide, vocabularies)
+        wide = wide.select(pl.col(c).cast(pl.Int64) if wide.schema[c] == pl.UInt32 else pl.col(c) for c in columns)
+        wide.write_parquet(f"{out}/{split_name}/part-{shard:05d}.parquet", row_group_size=256 * 1024)
+        if vocabularies is not None and split_name == "train":
+            partials.append(polars_column_partials(wide, continuous))
         start += length
-    return shards
+    return shards, (combine_partials(partials) if vocabularies is not None else None)
 
 
 def _setup(inter: str, items: str, out: str, stages: Stages) -> tuple:
@@ -374,7 +501,31 @@ def _setup(inter: str, items: str, out: str, stages: Stages) -> tuple:
 
 # ---- the Polars baselines: features ----------------------------------------------------------------
 
-def polars_cutoff_build(inter: str, items: str, out: str, started: float | None = None) -> dict:
+def polars_job_extras(job: str, events, catalog, b, out: str, counts: dict, stages) -> dict | None:
+    """For the whole job: the vocabularies (`polars_vocabularies`) and the evaluation set
+    (`polars_eval_set`), timed as the stage "vocabularies_and_eval"; returns the vocabularies
+    for the shards' index columns (None for the core job)."""
+    if job == "core":
+        return None
+    if job != "whole":
+        raise ValueError(f"unknown Polars job {job!r}")
+    vocabularies = polars_vocabularies(events, catalog, b, out)
+    counts["eval_users"] = polars_eval_set(events, catalog, b, out)
+    stages.mark("vocabularies_and_eval")
+    return vocabularies
+
+
+def write_train_stats(stats: dict | None, out: str) -> None:
+    """The train split's column statistics, where the build keeps them in its manifest."""
+    if stats is not None:
+        with open(f"{out}/train_stats.json", "w") as f:
+            json.dump(stats, f)
+
+
+
+
+def polars_cutoff_build(inter: str, items: str, out: str, started: float | None = None,
+                        job: str = "whole") -> dict:
     """Cutoff mode in one process with Polars: the build's job with `--feature-time cutoff
     --windows '' --history 0` on the same files.
 
@@ -385,9 +536,11 @@ def polars_cutoff_build(inter: str, items: str, out: str, started: float | None 
     cutoff) and item features (total, unique users, counts per type, mean rating, CTR,
     purchase rate, popularity = unique users / training users) over the training window,
     written to features/; then the shards (`polars_write_shards`), each joined with the
-    user, item and catalog columns as it is written.
-    Does not: vocabularies and index columns, the evaluation set, column statistics, the
-    report and daily summary, the manifest; negatives come from a simpler draw.
+    user, item and catalog columns as it is written. With `job` "whole" (the default) also
+    what the build adds to that (`polars_job_extras`): the vocabularies, the index columns,
+    the evaluation set and the train split's column statistics; "core" leaves them out.
+    Does not: the report, the manifest; negatives and evaluation candidates come from a
+    simpler draw.
     """
     import polars as pl
 
@@ -420,19 +573,22 @@ def polars_cutoff_build(inter: str, items: str, out: str, started: float | None 
     users.write_parquet(f"{out}/features/users/part-0.parquet")
     item_stats.write_parquet(f"{out}/features/items.parquet")
     stages.mark("features")
+    vocabularies = polars_job_extras(job, events, catalog, b, out, counts, stages)
 
     def finish(shard):
         return (shard.join(users, on="user_id", how="left", maintain_order="left")
                 .join(item_stats, on="item_id", how="left", maintain_order="left")
                 .join(catalog, on="item_id", how="left", maintain_order="left"))
 
-    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"], finish)
+    counts["shards"], stats = polars_write_shards(rows, out, b, counts["positives"], finish,
+                                                  vocabularies=vocabularies)
+    write_train_stats(stats, out)
     stages.mark("shards")
     return {"wall_s": stages.total(), "stages_s": stages.seconds, "rows": rows.height, "counts": counts}
 
 
 def polars_event_build(inter: str, items: str, out: str, started: float | None = None, windows=(7, 30),
-                       history: int = 20) -> dict:
+                       history: int = 20, job: str = "whole") -> dict:
     """Event mode in one process with Polars: the build's default job (`--feature-time event`,
     windows 7d,30d, history 20) on the same files, features by `join_asof`.
 
@@ -446,9 +602,11 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
     by binary search over the users' first times. Each shard (`polars_write_shards`) joins
     its rows' user and item columns and the catalog attributes, and gathers the last H
     events before t (ordered by time, item_id, type) by position into the history lists.
-    Does not: features/ tables as of the cutoff, vocabularies and index columns, the
-    evaluation set, column statistics, the report, the manifest; ratings are summed in
-    float64 (the build sums exactly); negatives come from a simpler draw.
+    With `job` "whole" (the default) also the vocabularies, the index columns (the history's
+    too), the evaluation set and the train split's column statistics (`polars_job_extras`).
+    Does not: features/ tables as of the cutoff, the report, the manifest; ratings are summed
+    in float64 (the build sums exactly); negatives and evaluation candidates come from a
+    simpler draw.
     """
     import polars as pl
     import pyarrow as pa
@@ -524,6 +682,14 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
             pl.col("item_unique_users") / pl.col("_users_before")),
     ).drop("_pos", "_last", "_rating_sum", "_rating_n", "_users_before")
     stages.mark("features")
+    vocabularies = polars_job_extras(job, events, catalog, b, out, counts, stages)
+    history_lists = {"history_item_ids": "item_id", "history_interaction_types": "interaction_type"}
+    if vocabularies is not None and history:
+        # Each event's item index once, gathered into the lists like the item ids.
+        history_values["item_idx"] = user_table.select("item_id").join(
+            vocabularies["item_id"].select(pl.col("value").alias("item_id"), "index"), on="item_id", how="left",
+            maintain_order="left")["index"].fill_null(1).to_arrow()
+        history_lists["history_item_idx"] = "item_idx"
 
     def finish(shard):
         wide = (shard.join(user_side, on=["user_id", "ts"], how="left", maintain_order="left")
@@ -537,10 +703,12 @@ def polars_event_build(inter: str, items: str, out: str, started: float | None =
             wide = wide.with_columns(
                 pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), history_values[column].take(flat)))
                 .alias(name)
-                for name, column in (("history_item_ids", "item_id"), ("history_interaction_types", "interaction_type")))
+                for name, column in history_lists.items())
         return wide.drop("_end", "_length")
 
-    counts["shards"] = polars_write_shards(rows, out, b, counts["positives"], finish, windows, history)
+    counts["shards"], stats = polars_write_shards(rows, out, b, counts["positives"], finish, windows, history,
+                                                  vocabularies=vocabularies)
+    write_train_stats(stats, out)
     stages.mark("shards")
     return {"wall_s": stages.total(), "stages_s": stages.seconds, "rows": rows.height, "counts": counts}
 
@@ -655,7 +823,7 @@ def _bytes(n) -> str:
 
 
 def describe(kind: str, r: dict) -> str:
-    line = f"{kind:6s}: wall {r['wall_s']:8.2f} s (process {r['process_s']:.2f} s)"
+    line = f"{kind:11s}: wall {r['wall_s']:8.2f} s (process {r['process_s']:.2f} s)"
     if kind == "ray":
         line += f" (incl. Ray start {r['ray_init_s']} s)"
     line += f"  memory in use +{r['peak_memory_mb']:,} MB (before {r['memory_before_mb']:,} MB)  rows {r['rows']:,}"
@@ -679,12 +847,16 @@ def summarize(n: int, mode: str, runs: dict[str, list[dict]]) -> dict:
                "ray_interactions_per_s": round(n / best["ray"]),
                "polars_best_s": best.get("polars"),
                "ratio": round(best["ray"] / best["polars"], 2) if baseline else None,
+               "polars_core_best_s": best.get("polars-core"),
+               "ratio_to_core": round(best["ray"] / best["polars-core"], 2) if "polars-core" in best else None,
                "ray_peak_memory_mb": memory["ray"], "polars_peak_memory_mb": memory.get("polars"),
                "ray_spill_dir_peak_bytes": spill,
                "ray_store_spilled_bytes": None if None in store else max(store)}
     line = f"-- best of {summary['repeats']}: ray {best['ray']:.2f} s ({summary['ray_interactions_per_s']:,} interactions/s)"
     if baseline:
         line += f", polars {best['polars']:.2f} s, ratio ray/polars {summary['ratio']:.2f}x"
+    if "polars-core" in best:
+        line += f", polars core job {best['polars-core']:.2f} s (ray/core {summary['ratio_to_core']:.2f}x)"
     line += f"; highest memory in use: ray +{memory['ray']:,} MB"
     if baseline:
         line += f", polars +{memory['polars']:,} MB"
@@ -741,6 +913,9 @@ def main() -> None:
     parser.add_argument("--baseline-max", type=int, default=None,
                         help="largest size with a Polars baseline (default: every size)")
     parser.add_argument("--workdir", default=None, help="directory for inputs, outputs and spill (default: TMPDIR)")
+    parser.add_argument("--polars-core", action="store_true",
+                        help="also run the Polars job without what the build adds to its core (vocabularies, "
+                             "index columns, evaluation set, column statistics), alternating with the others")
     parser.add_argument("--json", metavar="FILE", help="also write every run and summary as JSON")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -748,10 +923,10 @@ def main() -> None:
         kind, mode, inter, items, out = args.child
         if kind == "ray":
             result = run_ray_build(mode, inter, items, out, CHILD_STARTED)
-        elif mode == "event":
-            result = polars_event_build(inter, items, out, CHILD_STARTED)
         else:
-            result = polars_cutoff_build(inter, items, out, CHILD_STARTED)
+            job = "core" if kind == "polars-core" else "whole"
+            build = polars_event_build if mode == "event" else polars_cutoff_build
+            result = build(inter, items, out, CHILD_STARTED, job=job)
         print(json.dumps(result))
         return
 
@@ -775,7 +950,9 @@ def main() -> None:
             inter, items = write_inputs(cfg, data, args.file_rows)
             print(f"\n{n:,} interactions ({cfg.users:,} users, {cfg.items:,} items) generated in "
                   f"{time.perf_counter() - generated:.0f} s: {inter}", flush=True)
-            kinds = ("ray", "polars") if args.baseline_max is None or n <= args.baseline_max else ("ray",)
+            kinds: tuple[str, ...] = ("ray",)
+            if args.baseline_max is None or n <= args.baseline_max:
+                kinds = ("ray", "polars", "polars-core") if args.polars_core else ("ray", "polars")
             for mode in modes:
                 print(f"\n== {n:,} interactions, {mode} mode ({MODES[mode]}) ==", flush=True)
                 runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
