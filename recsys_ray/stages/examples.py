@@ -259,17 +259,26 @@ def assign_shards(rows: pa.Table, shards_per_split: dict[str, int], seed: int) -
         "_order", pa.array(h.view(np.int64)))
 
 
+def shard_keys(rows: pa.Table) -> np.ndarray:
+    """One int64 per row that orders rows as (split ascending, `_shard` ascending): the
+    split's rank among the batch's splits in Arrow's string order, then the shard."""
+    encoded = pc.dictionary_encode(rows.column("split").combine_chunks())
+    rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+    rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary), dtype=np.int64)
+    shard = rows.column("_shard").to_numpy().astype(np.int64)
+    return (rank[encoded.indices.to_numpy(zero_copy_only=False)] << np.int64(32)) | (shard & np.int64(0xFFFFFFFF))
+
+
 def by_shard(rows: pa.Table) -> pa.Table:
     """`rows` (which carry `split` and `_shard`) sorted by (split, shard), the order within a
     shard kept; returned as they are when already in that order, so that rows sorted while
     narrow are not copied again once wide."""
     if rows.num_rows < 2:
         return rows
-    order = pc.sort_indices(rows, sort_keys=[("split", "ascending"), ("_shard", "ascending")])
-    positions = order.to_numpy()
-    if (positions[1:] > positions[:-1]).all():
+    keys = shard_keys(rows)
+    if (keys[1:] >= keys[:-1]).all():
         return rows
-    return rows.take(order)
+    return rows.take(pa.array(np.argsort(keys, kind="stable")))
 
 
 def shard_groups(rows: pa.Table):
@@ -278,13 +287,13 @@ def shard_groups(rows: pa.Table):
     if rows.num_rows == 0:
         return
     ordered = by_shard(rows)
-    keys = ordered.select(["split", "_shard"]).group_by(["split", "_shard"], use_threads=False).aggregate(
-        [("_shard", "count")]).sort_by([("split", "ascending"), ("_shard", "ascending")])
-    start = 0
-    for split_name, shard, count in zip(keys.column("split").to_pylist(), keys.column("_shard").to_pylist(),
-                                        keys.column("_shard_count").to_pylist()):
-        yield split_name, shard, ordered.slice(start, count)
-        start += count
+    keys = shard_keys(ordered)
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    ends = np.append(starts[1:], len(keys))
+    splits = ordered.column("split").take(pa.array(starts)).to_pylist()
+    shards = ordered.column("_shard").take(pa.array(starts)).to_pylist()
+    for split_name, shard, start, end in zip(splits, shards, starts.tolist(), ends.tolist()):
+        yield split_name, shard, ordered.slice(start, end - start)
 
 
 def order_shard(rows: pa.Table) -> pa.Table:

@@ -407,3 +407,13 @@ def test_rows_already_by_shard_are_not_copied_again():
     assert list(zip(ordered["split"].to_pylist(), ordered["_shard"].to_pylist())) == [
         ("test", 0), ("test", 0), ("train", 0), ("train", 1), ("train", 1)]
     assert examples.by_shard(ordered) is ordered
+
+
+def test_shard_keys_order_rows_as_split_then_shard():
+    rng = np.random.default_rng(3)
+    splits = rng.choice(["train", "test", "eval"], 500)
+    rows = pa.table({"split": splits, "_shard": pa.array(rng.integers(0, 40, 500), pa.int32())})
+    expected = pc.sort_indices(rows, sort_keys=[("split", "ascending"), ("_shard", "ascending")]).to_numpy()
+    assert np.argsort(examples.shard_keys(rows), kind="stable").tolist() == expected.tolist()
+    chunked = pa.concat_tables([rows.slice(0, 200), rows.slice(200)])
+    assert examples.shard_keys(chunked).tolist() == examples.shard_keys(rows).tolist()
