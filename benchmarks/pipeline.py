@@ -15,7 +15,7 @@ about 11 GB at 10M, so it cannot hold 100M in 24 GB):
 The Polars jobs do what the build does, the vocabularies, the index columns, the
 evaluation set and the train split's column statistics included (`polars_job_extras`);
 with `--polars-core` a third run per repeat does the job without those four (what the
-baseline did before 2026-12-03), so that figures from both can be compared.
+baseline did before them), so that figures from both can be compared.
 
 Every run is a fresh process; its wall time runs from the child's start (its
 imports included) to the last file written, and the parent also reports the
