@@ -227,6 +227,10 @@ def user_features(events: EventPartitions, cutoff_us: int, b: BuildConfig, write
     return int(pc.sum(files.column("users")).as_py() or 0)
 
 
+# Item partials are summed on the driver once at least this many rows wait (see `sum_item_partials`).
+SUM_PENDING_ROWS = 2_000_000
+
+
 def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
     """Item partials of every user partition summed into one table (one row per item of the snapshot)."""
     partials = events.dataset().map_batches(training_rows.item_partials_for_partition, batch_size=None,
@@ -238,7 +242,10 @@ def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
     for part in partials.iter_batches(batch_size=None, batch_format="pyarrow"):
         pending.append(part)
         pending_rows += part.num_rows
-        if pending_rows > 2_000_000:
+        # Summing again only once the pending rows outnumber the sum so far keeps the work
+        # linear in the partials: each item's row of `acc` is re-summed O(log) times, not
+        # once per 2M rows (at 100M, 118 partitions of about 700K items into 5M).
+        if pending_rows > max(SUM_PENDING_ROWS, acc.num_rows if acc is not None else 0):
             acc = features.sum_item_partials(pa.concat_tables(([acc] if acc is not None else []) + pending))
             pending, pending_rows = [], 0
     return features.sum_item_partials(pa.concat_tables(([acc] if acc is not None else []) + pending))
@@ -396,19 +403,20 @@ def write_examples(events, rows: training_rows.RowOptions, item_side: pa.Table |
     return shards, labels, column_stats.combine_partials(train_stats)
 
 
-def vocabularies(events, cutoff_us: int, b: BuildConfig, catalog: pa.Table | None,
+def vocabularies(events, cutoff_us: int, b: BuildConfig, summed: pa.Table, catalog: pa.Table | None,
                  writer: VersionWriter) -> dict[str, pa.Table]:
-    """Each vocabulary from training-window counts summed over the user partitions, written
-    as `vocab/{column}.parquet`; returns them (the build looks values up in them through
-    `vocab.lookups`)."""
-    partials = events.dataset().map_batches(vocab.vocab_partials_for_partition, batch_size=None,
-                                            batch_format="pyarrow", fn_kwargs=_split_kwargs(cutoff_us, b))
-    combined = vocab.with_attribute_counts(vocab.combine_vocab_partials(
-        part for part in partials.iter_batches(batch_size=None, batch_format="pyarrow")), vocab.item_attributes(catalog))
-    out = {}
-    for column in vocab.VOCABULARY_COLUMNS:
-        out[column] = vocab.make_vocabulary(vocab.column_counts(combined, column), b.min_frequency)
-        writer.write_table(vocabulary_path(column), out[column])
+    """Each vocabulary from training-window counts, written as `vocab/{column}.parquet`: the
+    users' counted per partition, the items' from the summed item partials (`summed`, see
+    `vocab.vocabularies_from_partitions`); returns them (the build looks values up in them
+    through `vocab.lookups`)."""
+    user_counts = events.dataset().map_batches(vocab.vocab_partials_for_partition, batch_size=None,
+                                               batch_format="pyarrow",
+                                               fn_kwargs={**_split_kwargs(cutoff_us, b), "columns": ("user_id",)})
+    out = vocab.vocabularies_from_partitions(
+        (part for part in user_counts.iter_batches(batch_size=None, batch_format="pyarrow")), summed,
+        vocab.item_attributes(catalog), b.min_frequency)
+    for column, table in out.items():
+        writer.write_table(vocabulary_path(column), table)
     return out
 
 

@@ -110,10 +110,10 @@ def _build(cfg: RecsysConfig, plan: BuildPlan, writer: VersionWriter) -> Manifes
         candidates = dataflow.negative_candidates(catalog, summed, b)
         item_side = training_rows.item_side_at_cutoff(summed, train_users, catalog, b.windows)
         writer.write_table(ITEM_FEATURES_FILE, training_rows.item_feature_table(item_side))
-        del summed
 
     with timer.stage("vocabularies_and_eval"):
-        vocabularies = dataflow.vocabularies(events, cutoff_us, b, catalog, writer)
+        vocabularies = dataflow.vocabularies(events, cutoff_us, b, summed, catalog, writer)
+        del summed
         eval_users = dataflow.write_eval_set(events, cutoff_us, b, candidates, writer)
 
     with timer.stage("examples_and_shards"):

@@ -64,10 +64,11 @@ def distributed(events, catalog, opts, user_batches=3, item_batches=2, heavy_lim
 
     user_of = batch_of(events.column("user_id"), user_batches)
     user_parts = [events.filter(pa.array(user_of == b)) for b in range(user_batches)]
-    combined = vocab.with_attribute_counts(vocab.combine_vocab_partials(
-        vocab.vocab_partials_for_partition(part, **opts.split_kwargs) for part in user_parts),
+    vocabs = vocab.vocabularies_from_partitions(
+        [vocab.vocab_partials_for_partition(part, **opts.split_kwargs, columns=("user_id",)) for part in user_parts],
+        features.sum_item_partials(pa.concat_tables([features.item_partials_for_partition(part, **opts.split_kwargs)
+                                                     for part in user_parts])),
         vocab.item_attributes(catalog))
-    vocabs = {column: vocab.make_vocabulary(vocab.column_counts(combined, column)) for column in vocab.VOCABULARY_COLUMNS}
     opts = replace(opts, vocabularies=vocab.lookups(vocabs))
     rows = [training_rows.user_rows(part, opts) for part in user_parts]
     item_rows = []

@@ -213,3 +213,65 @@ def test_test_only_ids_map_to_oov_end_to_end():
     items = vocab.make_vocabulary(vocab.column_counts(partials, "item_id"))
     assert vocab.lookup_indices(pa.array(["u4", "u2", "u1"]), users).to_pylist() == [1, 3, 2]  # u1, u2: 2 each
     assert vocab.lookup_indices(pa.array(["zz"]), items).to_pylist() == [1]
+
+
+def _snapshot(rng, n=3_000, users=60, items=45):
+    """Random events over two days; users u00-u59, items i00-i44 (i30-i44 outside the catalog)."""
+    start = 1_700_000_000_000_000
+    return pa.table({
+        "user_id": [f"u{i:02d}" for i in rng.integers(0, users, n)],
+        "item_id": [f"i{i:02d}" for i in rng.integers(0, items, n)],
+        "interaction_type": pa.array(rng.choice(["view", "click", "purchase"], n).tolist(), pa.string()),
+        "timestamp": pa.array(start + rng.integers(0, 2 * 86_400_000_000, n), pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")),
+        "rating": pa.array([None] * n, pa.float64()),
+    })
+
+
+@pytest.mark.parametrize("min_frequency", [1, 3])
+@pytest.mark.parametrize("strategy", ["time", "leave_last_out"])
+def test_vocabularies_from_partitions_equal_counting_every_event(min_frequency, strategy):
+    from recsys_ray.stages import features, split
+
+    rng = np.random.default_rng(11)
+    events = _snapshot(rng)
+    catalog = pa.table({"item_id": [f"i{i:02d}" for i in range(30)], "title": ["t"] * 30,
+                        "category": [None if i % 7 == 0 else f"c{i % 4}" for i in range(30)],
+                        "brand": [f"b{i % 5}" for i in range(30)]})
+    attributes = vocab.item_attributes(catalog)
+    cutoff_us = 1_700_000_000_000_000 + 86_400_000_000
+    kwargs = {"cutoff_us": cutoff_us, "strategy": strategy, "positive_types": ("click", "purchase")}
+    whole = vocab.vocab_partials(split.train_events(events, **kwargs), attributes)
+    expected = {column: vocab.make_vocabulary(vocab.column_counts(whole, column), min_frequency)
+                for column in vocab.VOCABULARY_COLUMNS}
+    by_user = pc.utf8_slice_codeunits(events.column("user_id"), 2, 3)
+    parts = [events.filter(pc.equal(by_user, str(d))) for d in range(10)]
+    user_counts = [vocab.vocab_partials_for_partition(p, **kwargs, columns=("user_id",)) for p in parts]
+    summed = features.sum_item_partials(pa.concat_tables(
+        [features.item_partials_for_partition(p, **kwargs) for p in parts]))
+    got = vocab.vocabularies_from_partitions(user_counts, summed, attributes, min_frequency)
+    assert set(got) == set(vocab.VOCABULARY_COLUMNS)
+    for column in vocab.VOCABULARY_COLUMNS:
+        assert got[column].equals(expected[column]), column
+    assert got["item_category"].num_rows > 0 and got["user_id"].num_rows > 0
+
+
+def test_vocabularies_from_partitions_refuse_a_user_counted_in_two_partitions():
+    first = pa.table({"column": ["user_id"], "value": ["u1"], "count": pa.array([2], pa.int64())})
+    items = pa.table({"item_id": ["a"], "total": pa.array([2], pa.int64())})
+    with pytest.raises(ValueError, match="one row per value"):
+        vocab.vocabularies_from_partitions([first, first], items, vocab.item_attributes(None))
+
+
+def test_vocabularies_from_partitions_of_nothing_are_empty():
+    empty_items = pa.table({"item_id": pa.array([], pa.string()), "total": pa.array([], pa.int64())})
+    got = vocab.vocabularies_from_partitions([], empty_items, vocab.item_attributes(None))
+    assert all(table.num_rows == 0 and table.schema == vocab.VOCABULARY for table in got.values())
+
+
+def test_attribute_counts_sum_the_counts_of_each_attributes_items():
+    items = pa.table({"value": ["a", "b", "c", "zz"], "count": pa.array([2, 3, 1, 9], pa.int64())})
+    got = {column: dict(zip(t.column("value").to_pylist(), t.column("count").to_pylist()))
+           for column, t in vocab.attribute_counts(items, ATTRIBUTES).items()}
+    # c has no category and zz is outside the catalog: neither counts for a category.
+    assert got == {"item_category": {"books": 2, "toys": 3}, "item_brand": {"Acme": 5, "Zed": 1}}
