@@ -104,7 +104,13 @@ def sum_item_partials(partials: pa.Table) -> pa.Table:
 
 
 def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
-    """Final item features from summed partials and the number of distinct training users."""
+    """Final item features from summed partials and the number of distinct training users,
+    sorted by item_id."""
+    return item_feature_columns(summed_partials, train_users).sort_by("item_id")
+
+
+def item_feature_columns(summed_partials: pa.Table, train_users: int) -> pa.Table:
+    """`item_features` with its rows in the order of `summed_partials` (no sort)."""
     p = summed_partials
     total = pc.cast(p.column("total"), pa.float64())
     n_view = pc.cast(p.column("n_view"), pa.float64())
@@ -122,7 +128,7 @@ def item_features(summed_partials: pa.Table, train_users: int) -> pa.Table:
         "item_purchase_rate": pc.divide(pc.cast(p.column("n_purchase"), pa.float64()), total),
         "item_popularity": pc.divide(pc.cast(p.column("unique_users"), pa.float64()), float(max(train_users, 1))),
     }
-    return pa.table(columns).cast(schemas.ITEM_FEATURES).sort_by("item_id")
+    return pa.table(columns).cast(schemas.ITEM_FEATURES)
 
 
 def feature_positions(keys: pa.Array | pa.ChunkedArray, features: pa.Table, key: str) -> pa.Array:
