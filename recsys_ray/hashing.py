@@ -20,12 +20,16 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """uint64 hash of each string (nulls hash like the empty string)."""
+def hash_strings(values: pa.Array | pa.ChunkedArray, distinct: bool = False) -> np.ndarray:
+    """uint64 hash of each string (nulls hash like the empty string). `distinct`: the values
+    hold no repeats (a lookup set), so they are hashed as they are, without first finding
+    the distinct ones; the hashes are the same."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if len(values) == 0:
         return np.zeros(0, dtype=np.uint64)
+    if distinct and not pa.types.is_dictionary(values.type):
+        return pd.util.hash_array(pc.fill_null(values, "").to_numpy(zero_copy_only=False), categorize=False)
     # Hash each distinct string once: ids repeat a lot (users, items, types),
     # and Arrow's dictionary encoding is far cheaper than hashing Python objects.
     encoded = pc.dictionary_encode(pc.fill_null(values, ""))
@@ -95,7 +99,7 @@ class ValuePositions:
             values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
         if values.null_count:
             raise ValueError("a lookup set holds no nulls")
-        hashes = hash_strings(values)
+        hashes = hash_strings(values, distinct=True)
         order = np.argsort(hashes, kind="stable")
         sorted_hashes = hashes[order]
         colliding = bool(len(sorted_hashes) > 1 and (np.diff(sorted_hashes) == 0).any())

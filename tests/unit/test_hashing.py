@@ -57,6 +57,15 @@ def test_hash_strings_empty(empty):
     assert result.shape == (0,)
 
 
+def test_hash_strings_of_values_known_distinct_are_the_same_hashes():
+    distinct = ["u1", "", "héllo wörld", None, "a" * 300, "view"]
+    for values in (pa.array(distinct, pa.string()), pa.array(distinct, pa.large_string()),
+                   pa.chunked_array([pa.array(distinct[:2]), pa.array(distinct[2:], pa.string())]),
+                   pa.array(["x"] + distinct).slice(1), pa.array(distinct).dictionary_encode()):
+        np.testing.assert_array_equal(hashing.hash_strings(values, distinct=True), hashing.hash_strings(values))
+    assert hashing.hash_strings(pa.array([], pa.string()), distinct=True).shape == (0,)
+
+
 def test_hash_strings_does_not_depend_on_neighbours():
     """A string's hash is the same whatever else is in the array (block independence)."""
     alone = hashing.hash_strings(pa.array(["u7"]))
