@@ -244,7 +244,7 @@ def sum_item_partials(events, cutoff_us: int, b: BuildConfig) -> pa.Table:
         pending_rows += part.num_rows
         # Summing again only once the pending rows outnumber the sum so far keeps the work
         # linear in the partials: each item's row of `acc` is re-summed O(log) times, not
-        # once per 2M rows (at 100M, 118 partitions of about 700K items into 5M).
+        # once per 2M rows (at 100M, 118 partitions of about 274K items each into 5M).
         if pending_rows > max(SUM_PENDING_ROWS, acc.num_rows if acc is not None else 0):
             acc = features.sum_item_partials(pa.concat_tables(([acc] if acc is not None else []) + pending))
             pending, pending_rows = [], 0
